@@ -1,0 +1,49 @@
+# lmrec: `make run` sets up and runs the nightly pipeline on the embedded default;
+# `make test` sets up and runs the tests. Nothing needs installing first but Python 3.11+ and Java 17+.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
+export LMREC_HOME ?= $(CURDIR)/var
+export AIRFLOW_HOME ?= $(LMREC_HOME)/airflow
+export PYTHONUNBUFFERED := 1
+# Logical date of `make run`: yesterday (UTC), as the nightly schedule would run it.
+DATE ?= $(shell date -u -d yesterday +%F)
+PYTEST_ARGS ?=
+
+.PHONY: help check venv run demo-source test test-all bench airflow backfill clean
+help:
+	@echo "make run      set up .venv and run the nightly pipeline on the demo catalogue (DATE=$(DATE))"
+	@echo "make test     set up .venv and run the tests"
+	@echo "make airflow  Airflow standalone (web UI + scheduler) on http://localhost:8080"
+	@echo "make backfill START=YYYY-MM-DD END=YYYY-MM-DD  backfill the DAG over past dates"
+	@echo "make bench    run the benchmarks (BENCHMARKS.md)"
+
+check:
+	@$(PYTHON) -c 'import sys; v=sys.version_info; sys.exit(0 if v >= (3, 11) else "lmrec needs Python 3.11 or newer, found %d.%d at $(PYTHON). Install it (e.g. apt-get install python3.11, pyenv install 3.11) and run: make PYTHON=python3.11 ..." % v[:2])'
+	@command -v java >/dev/null || { echo "lmrec needs Java 17+ (for Spark) and found no 'java' on PATH. Install it: apt-get install openjdk-17-jre-headless (or set JAVA_HOME and PATH)." >&2; exit 1; }
+	@v=$$(java -version 2>&1 | awk -F'"' '/version/ {print $$2}' | cut -d. -f1); \
+	  [ "$$v" -ge 17 ] 2>/dev/null || { echo "lmrec needs Java 17+ (for Spark); 'java -version' says $$v. Install openjdk-17 and put it first on PATH." >&2; exit 1; }
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip install --python $(BIN)/python -c constraints.txt -e '.[test]'
+	touch $@
+
+venv: check $(VENV)/.installed
+
+demo-source: venv
+	@[ -f "$(LMREC_HOME)/demo-source/ratings.csv" ] || $(BIN)/lmrec demo-data --out "$(LMREC_HOME)/demo-source" --end-date $(DATE)
+
+run: venv demo-source
+	$(BIN)/lmrec pipeline --date $(DATE)
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(LMREC_HOME)

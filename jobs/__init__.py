@@ -1,0 +1,1 @@
+"""lmrec: nightly batch recommendations."""
