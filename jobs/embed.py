@@ -1,0 +1,120 @@
+"""Shared part of the embedding jobs: incremental, distributed encoding of (id, text) with Spark.
+
+Only texts whose sha256 (under the same model id) has no stored vector are encoded; the rest are
+reused. Encoding runs in ``mapInPandas`` over partitions; each Python worker loads the model once
+(workers are reused) and, on GPU executors, uses the GPU address Spark assigned to its task.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+
+from jobs import schema as S
+from jobs.io import is_table, read_table, write_partition
+from jobs.settings import Settings
+
+log = logging.getLogger(__name__)
+TEXTS_PER_PARTITION = 512
+
+
+def encoder_options(cfg: Settings, spark=None) -> dict:
+    threads = 1
+    if spark is not None:
+        threads = int(spark.conf.get("spark.task.cpus", "1"))
+    return {"model": cfg.text_model, "device": cfg.device, "batch_size": cfg.embed_batch_size,
+            "quantize": cfg.quantize, "threads": threads}
+
+
+def current_model_id(opts: dict) -> str:
+    """The model id the executors will stamp on vectors, from the model's config only."""
+    from jobs.encoder import model_id_for
+
+    return model_id_for(opts["model"], quantize=opts["quantize"] and not opts["device"].startswith("cuda"))
+
+
+def encode_partitions(opts: dict, col_id: str):
+    """A ``mapInPandas`` function: (id, text, text_sha256) batches -> (id, text_sha256, vector)."""
+
+    def encode(batches):
+        import pandas as pd
+        from pyspark import TaskContext
+
+        from jobs.encoder import get_encoder
+
+        o = dict(opts)
+        ctx = TaskContext.get()
+        gpus = ctx.resources().get("gpu") if ctx is not None else None
+        if gpus is not None and gpus.addresses:
+            o["device"] = f"cuda:{gpus.addresses[0]}"  # the GPU Spark gave this task
+        enc = get_encoder(**o)
+        frames = list(batches)
+        if not frames:
+            return
+        df = pd.concat(frames, ignore_index=True).sort_values(col_id, kind="stable")
+        vectors = enc.encode(df[S.COL_TEXT].tolist())
+        yield pd.DataFrame({col_id: df[col_id].to_numpy(), S.COL_TEXT_SHA: df[S.COL_TEXT_SHA].to_numpy(),
+                            S.COL_VECTOR: list(vectors)})
+
+    return encode
+
+
+def build_embeddings(texts, previous, *, opts: dict, model_id: str, col_id: str, partitions: int):
+    """(id, model_id, text_sha256, vector) for every row of ``texts`` (id, text).
+
+    Args:
+        previous: stored vectors (model_id, text_sha256, vector) of any date, or None.
+    Returns:
+        (embeddings frame, rows to compute frame) -- both lazy.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    texts = texts.withColumn(S.COL_TEXT_SHA, F.sha2(F.col(S.COL_TEXT), 256))
+    if previous is not None:
+        known = (previous.where(F.col(S.COL_MODEL_ID) == model_id)
+                 .select(S.COL_TEXT_SHA, S.COL_VECTOR).dropDuplicates([S.COL_TEXT_SHA]))
+        joined = texts.join(known, S.COL_TEXT_SHA, "left")
+    else:
+        joined = texts.withColumn(S.COL_VECTOR, F.lit(None).cast("array<float>"))
+    reused = joined.where(F.col(S.COL_VECTOR).isNotNull()).select(col_id, S.COL_TEXT_SHA, S.COL_VECTOR)
+    todo = joined.where(F.col(S.COL_VECTOR).isNull()).select(col_id, S.COL_TEXT, S.COL_TEXT_SHA)
+    out_schema = T.StructType([T.StructField(col_id, T.StringType()), T.StructField(S.COL_TEXT_SHA, T.StringType()),
+                               T.StructField(S.COL_VECTOR, T.ArrayType(T.FloatType()))])
+    computed = todo.repartition(partitions, col_id).mapInPandas(encode_partitions(opts, col_id), out_schema)
+    out = reused.unionByName(computed).withColumn(S.COL_MODEL_ID, F.lit(model_id))
+    return out.select(col_id, S.COL_MODEL_ID, S.COL_TEXT_SHA, S.COL_VECTOR), todo
+
+
+def run_embedding(spark, cfg: Settings, run_date: dt.date, texts, *, table: str, col_id: str) -> dict:
+    """Embed ``texts`` (id, text) for ``run_date`` into ``table``; returns counts and speed."""
+    from pyspark.sql import functions as F
+
+    opts = encoder_options(cfg, spark)
+    model_id = current_model_id(opts)
+    texts = texts.cache()
+    total = texts.count()
+    previous = read_table(spark, cfg, table) if is_table(spark, cfg, table) else None
+    # Materialise the rows to compute first, so the partition count fits the work.
+    _, todo = build_embeddings(texts, previous, opts=opts, model_id=model_id, col_id=col_id, partitions=1)
+    n_todo = todo.count()
+    parallelism = spark.sparkContext.defaultParallelism
+    partitions = max(1, min(parallelism * 4, -(-n_todo // TEXTS_PER_PARTITION)))
+    if n_todo:
+        partitions = max(partitions, min(parallelism, n_todo))
+    out, _ = build_embeddings(texts, previous, opts=opts, model_id=model_id, col_id=col_id, partitions=partitions)
+    log.info("%s %s: %d texts, %d reused, %d to compute on %d partitions (model %s)",
+             table, run_date, total, total - n_todo, n_todo, partitions, model_id)
+    t0 = time.perf_counter()  # wall-clock ok: throughput only
+    write_partition(out, cfg, table, run_date)
+    secs = time.perf_counter() - t0  # wall-clock ok
+    texts.unpersist()
+    stats = {"texts": total, "reused": total - n_todo, "computed": n_todo, "seconds": round(secs, 2),
+             "texts_per_second": round(n_todo / secs, 1) if n_todo else None, "model_id": model_id}
+    log.info("%s %s: computed %d vectors, reused %d, %.1fs%s", table, run_date, n_todo, total - n_todo, secs,
+             f" ({stats['texts_per_second']} texts/s)" if n_todo else "")
+    stored = read_table(spark, cfg, table, run_date).where(F.col(S.COL_MODEL_ID) != model_id).limit(1).count()
+    if stored:
+        raise RuntimeError(f"{table} {run_date}: vectors of another model id in the partition")
+    return stats

@@ -1,0 +1,29 @@
+"""embed_items: BERT vectors of every catalogue item's text as of D -> ``item_embeddings``
+(item_id, model_id, text_sha256, vector, partition D); unchanged texts reuse stored vectors."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from jobs import schema as S
+from jobs.embed import run_embedding
+from jobs.io import read_table
+from jobs.settings import Settings
+from jobs.text import build_item_text
+
+
+def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -> dict:
+    """Embed the item texts for ``run_date``; returns reused/computed counts."""
+    texts = build_item_text(read_table(spark, cfg, S.ITEMS_RAW, run_date),
+                            read_table(spark, cfg, S.USER_TEXT_RAW, run_date), run_date)
+    return run_embedding(spark, cfg, run_date, texts, table=S.ITEM_EMBEDDINGS, col_id=S.COL_ITEM)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from jobs.cli import job_entry
+
+    job_entry("embed_items", argv)
+
+
+if __name__ == "__main__":
+    main()

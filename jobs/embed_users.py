@@ -1,0 +1,31 @@
+"""embed_users: BERT vectors of every user's text as of D (own reviews and tags, most recent
+first, plus titles of their highest-rated items) -> ``user_embeddings`` (partition D)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from jobs import schema as S
+from jobs.embed import run_embedding
+from jobs.io import read_table
+from jobs.settings import Settings
+from jobs.text import build_user_text
+
+
+def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -> dict:
+    """Embed the user texts for ``run_date``; returns reused/computed counts."""
+    texts = build_user_text(read_table(spark, cfg, S.USER_TEXT_RAW, run_date),
+                            read_table(spark, cfg, S.RATING_MATRIX, run_date),
+                            read_table(spark, cfg, S.ITEMS_RAW, run_date), run_date,
+                            top_titles=cfg.user_text_titles)
+    return run_embedding(spark, cfg, run_date, texts, table=S.USER_EMBEDDINGS, col_id=S.COL_USER)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from jobs.cli import job_entry
+
+    job_entry("embed_users", argv)
+
+
+if __name__ == "__main__":
+    main()
