@@ -1,0 +1,129 @@
+"""gate: move alias ``champion`` to the candidate only if it is at least as good.
+
+Protocol (fair: neither model is judged on ratings it was trained on). Both are evaluated on the
+validation split of the candidate's date D (per-user random split of D's rating matrix, the
+train job's seed and ratio), ranking all items not in the user's training part, NDCG@10:
+
+- the candidate by its validation-trained model (fit on the training part of that split);
+- the champion, if it was trained for the same date, by its validation-trained model (same split);
+  otherwise by its refit model, on the held-out ratings made after the champion's data cutoff
+  (which it cannot have seen), and the candidate is scored on that same subset;
+- popularity on the same rows.
+
+The candidate is promoted when NDCG@10 >= champion - tolerance (``LMREC_GATE_TOLERANCE``, default
+0.005) and > popularity; the first version only has to beat popularity. A candidate trained on
+data older than the champion's (a backfill) is never promoted. The decision, both numbers and
+the reason are logged and set as tags on the candidate's model version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import numpy as np
+
+from jobs import schema as S
+from jobs.settings import Settings
+
+log = logging.getLogger(__name__)
+MIN_USERS = 5  # fewer post-cutoff validation users than this: compare on the whole split
+
+
+def _version(client, alias):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(S.MODEL_NAME, alias)
+    except MlflowException:
+        return None
+
+
+def _ndcg(params, data, train, rows):
+    from jobs.baselines import interactions
+    from jobs.evaluation import ranking_metrics
+    from jobs.scorer import history_weights, make_score_fn
+
+    H = history_weights(train, data.n_users, data.n_items, rating_max=data.rating_max, recency_weight=params.recency_weight)
+    X = interactions(train, data.n_users, data.n_items)
+    fn = make_score_fn(params, H, X, data.item_text, data.user_text, data.n_items)
+    return ranking_metrics(fn, train, rows, data.n_items, k=10)["ndcg_at_10"]
+
+
+def decide(candidate: float, champion: float | None, popularity: float, tolerance: float) -> tuple[bool, str]:
+    """(promote?, reason) from the three NDCG@10 values."""
+    if candidate <= popularity:
+        return False, f"candidate NDCG@10 {candidate:.4f} does not beat popularity {popularity:.4f}"
+    if champion is None:
+        return True, f"first version: NDCG@10 {candidate:.4f} beats popularity {popularity:.4f}"
+    if candidate >= champion - tolerance:
+        return True, f"candidate NDCG@10 {candidate:.4f} >= champion {champion:.4f} - tolerance {tolerance}"
+    return False, f"candidate NDCG@10 {candidate:.4f} < champion {champion:.4f} - tolerance {tolerance}"
+
+
+def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -> dict:
+    """Compare candidate and champion; returns the decision with both numbers and the reason."""
+    import mlflow.pyfunc
+
+    from jobs.baselines import fit_popularity
+    from jobs.evaluation import random_split, ranking_metrics
+    from jobs.model import load_training_data
+    from jobs.train import VAL_RATIO, scorer_config, setup_mlflow
+
+    mlflow = setup_mlflow(cfg)
+    client = mlflow.MlflowClient()
+    cand = _version(client, S.ALIAS_CANDIDATE)
+    if cand is None:
+        raise RuntimeError(f"no {S.MODEL_NAME}@{S.ALIAS_CANDIDATE}: run the train job first")
+    champ = _version(client, S.ALIAS_CHAMPION)
+    if champ is not None and champ.version == cand.version:
+        return {"decision": "unchanged", "champion_version": champ.version, "reason": "candidate is the champion"}
+    cand_date = dt.date.fromisoformat(cand.tags["run_date"])
+    champ_date = dt.date.fromisoformat(champ.tags["run_date"]) if champ is not None else None
+
+    data = load_training_data(spark, cfg, cand_date)
+    train, val = random_split(data.ratings, VAL_RATIO, seed=scorer_config(cfg).seed)
+    val = val[val[S.COL_USER_IDX].isin(train[S.COL_USER_IDX])]
+    cand_model = mlflow.pyfunc.load_model(f"models:/{S.MODEL_NAME}/{cand.version}").unwrap_python_model()
+    rows, champ_ndcg, protocol = val, None, "first version"
+    if champ_date is not None and cand_date < champ_date:
+        promote, reason = False, f"candidate data date {cand_date} is older than the champion's {champ_date}"
+        cand_ndcg = pop_ndcg = float("nan")
+    else:
+        if champ is not None:
+            champ_model = mlflow.pyfunc.load_model(f"models:/{S.MODEL_NAME}/{champ.version}").unwrap_python_model()
+            cutoff = np.datetime64(champ_date + dt.timedelta(days=1))
+            after = val[val[S.COL_EVENT_TS].to_numpy() >= cutoff]
+            if champ_date == cand_date:
+                protocol, champ_params = "same date: validation-trained models on one split", champ_model.val_params
+            elif after[S.COL_USER_IDX].nunique() >= MIN_USERS:
+                protocol, champ_params, rows = "champion refit model on ratings after its cutoff", champ_model.params, after
+            else:
+                protocol, champ_params = "too few ratings after the champion's cutoff: validation-trained models", champ_model.val_params
+            champ_ndcg = _ndcg(champ_params, data, train, rows)
+        cand_ndcg = _ndcg(cand_model.val_params, data, train, rows)
+        pop_ndcg = ranking_metrics(fit_popularity(train, data.n_users, data.n_items), train, rows, data.n_items, k=10)["ndcg_at_10"]
+        promote, reason = decide(cand_ndcg, champ_ndcg, pop_ndcg, cfg.gate_tolerance)
+    decision = "promoted" if promote else "kept_champion"
+    tags = {"gate.decision": decision, "gate.reason": reason, "gate.protocol": protocol, "gate.date": str(run_date),
+            "gate.candidate_ndcg_at_10": f"{cand_ndcg:.6f}", "gate.popularity_ndcg_at_10": f"{pop_ndcg:.6f}",
+            "gate.champion_version": champ.version if champ is not None else "",
+            "gate.champion_ndcg_at_10": "" if champ_ndcg is None else f"{champ_ndcg:.6f}"}
+    for k, v in tags.items():
+        client.set_model_version_tag(S.MODEL_NAME, cand.version, k, v)
+    if promote:
+        client.set_registered_model_alias(S.MODEL_NAME, S.ALIAS_CHAMPION, cand.version)
+    log.info("gate: %s version %s (%s); protocol: %s", decision, cand.version, reason, protocol)
+    return {"decision": decision, "candidate_version": cand.version, "reason": reason,
+            "champion_version": cand.version if promote else (champ.version if champ else None),
+            "candidate_ndcg_at_10": cand_ndcg, "champion_ndcg_at_10": champ_ndcg, "popularity_ndcg_at_10": pop_ndcg}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from jobs.cli import job_entry
+
+    job_entry("gate", argv)
+
+
+if __name__ == "__main__":
+    main()
