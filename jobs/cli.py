@@ -10,6 +10,7 @@ import logging
 import sys
 import time
 
+from jobs import analyst
 from jobs import schema as S
 from jobs.settings import Settings
 
@@ -201,16 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--format", choices=["csv", "parquet"], default=None, help="default: csv, parquet above 2M ratings")
     d.set_defaults(fn=cmd_demo)
 
-    _add_query_commands(sub)
-    return p
-
-
-def _add_query_commands(sub) -> None:
-    try:
-        from jobs import analyst
-    except ImportError:  # analyst commands arrive with the scoring job
-        return
     analyst.add_commands(sub)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:

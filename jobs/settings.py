@@ -43,6 +43,7 @@ class Settings:
     gpu_discovery_script: str = ""  # LMREC_GPU_DISCOVERY_SCRIPT
     gate_tolerance: float = 0.005  # LMREC_GATE_TOLERANCE: NDCG@10 a candidate may lose
     train_epochs: int = 0  # LMREC_TRAIN_EPOCHS: 0 = the training config's default
+    optimize: bool = True  # LMREC_OPTIMIZE: compact D's recommendations partition after publishing
     runner: str = "local"  # LMREC_RUNNER: local (in-process) | spark-submit (Airflow)
 
     @classmethod

@@ -1,0 +1,193 @@
+"""score: top-k recommendations for every active user of D with the champion model, written to
+``recommendations_staging`` (partition D); the validate job checks and publishes them.
+
+The item matrix is broadcast once; users are split over partitions (``mapInPandas``); each block
+is one matrix multiply followed by a partial top-k (``argpartition``), never a full sort or a
+cross join. Items the user rated by D are removed. Users with ratings are scored from history
+and text; users with text only, from text; users with neither get the most popular items
+(``model_version = 'popularity'``), as does everyone when no champion exists yet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import numpy as np
+import pandas as pd
+
+from jobs import schema as S
+from jobs.settings import Settings
+
+log = logging.getLogger(__name__)
+USERS_PER_PARTITION = 2048
+BLOCK = 512  # users per matrix multiply inside a partition
+
+
+def top_k_block(scores: np.ndarray, k: int, item_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` columns per row, best first; ties by lower ``item_idx``. -inf entries are never
+    returned (rows may get fewer than k). Returns (columns (B, k) with -1 padding, scores)."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # (B, k) unordered
+    vals = np.take_along_axis(scores, part, 1)
+    order = np.lexsort((item_idx[part], -vals), axis=1)
+    cols = np.take_along_axis(part, order, 1)
+    vals = np.take_along_axis(vals, order, 1)
+    cols[~np.isfinite(vals)] = -1
+    return cols, vals
+
+
+def score_partitions(bc, k: int):
+    """A ``mapInPandas`` function: users (user_id, u (d,), hist (list of item positions)) -> rows."""
+
+    def fn(batches):
+        m = bc.value
+        I, beta, ids, Inorm = m["I"], m["beta"], m["item_ids"], m["I_norm"]
+        cand = m["candidate"]
+        for pdf in batches:
+            for s in range(0, len(pdf), BLOCK):
+                b = pdf.iloc[s:s + BLOCK]
+                U = np.stack(b["u"].to_numpy()).astype(np.float32)  # (B, d)
+                scores = m["alpha"] * (U @ I.T + beta) if m["alpha"] else np.zeros((len(b), len(ids)), np.float32)
+                hists = b["hist"].to_list()
+                if m["gamma"] and len(m["ease_pos"]):
+                    for r, h in enumerate(hists):  # EASE: sum of the history items' rows of B
+                        hp = m["ease_row"][np.asarray(h, dtype=np.int64)]
+                        hp = hp[hp >= 0]
+                        if len(hp):
+                            scores[r, m["ease_pos"]] += m["gamma"] * m["ease_B"][hp].sum(0)
+                scores = np.where(cand, scores, -np.inf)
+                for r, h in enumerate(hists):
+                    scores[r, np.asarray(h, dtype=np.int64)] = -np.inf  # seen by D
+                cols, vals = top_k_block(scores, k, m["item_order"])
+                rows = []
+                for r, (uid, h) in enumerate(zip(b[S.COL_USER], hists)):
+                    c = cols[r][cols[r] >= 0]
+                    because = [None] * len(c)
+                    if len(h) and len(c):
+                        h = np.asarray(h, dtype=np.int64)
+                        best = (Inorm[c] @ Inorm[h].T).argmax(1)  # most similar history item
+                        because = ids[h[best]].tolist()
+                    rows.append(pd.DataFrame({S.COL_USER: uid, S.COL_RANK: np.arange(1, len(c) + 1, dtype=np.int32),
+                                              S.COL_ITEM: ids[c], S.COL_SCORE: vals[r][: len(c)].astype(np.float64),
+                                              S.COL_BECAUSE: because}))
+                if rows:
+                    yield pd.concat(rows, ignore_index=True)
+
+    return fn
+
+
+def _champion(cfg: Settings):
+    """(version, params) of ``lmrec-scorer@champion``, or (None, None) when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    from jobs.train import setup_mlflow
+
+    mlflow = setup_mlflow(cfg)
+    try:
+        mv = mlflow.MlflowClient().get_model_version_by_alias(S.MODEL_NAME, S.ALIAS_CHAMPION)
+    except MlflowException:
+        return None, None
+    model = mlflow.pyfunc.load_model(f"models:/{S.MODEL_NAME}@{S.ALIAS_CHAMPION}").unwrap_python_model()
+    return str(mv.version), model.params
+
+
+def active_users(spark, cfg, run_date):
+    """ids of users with ratings or text by the end of D."""
+    from jobs.io import read_table
+    from jobs.rating_matrix import as_of
+
+    rated = read_table(spark, cfg, S.RATING_MATRIX, run_date).select(S.COL_USER)
+    wrote = as_of(read_table(spark, cfg, S.USER_TEXT_RAW, run_date), run_date).select(S.COL_USER)
+    return rated.unionByName(wrote).distinct()
+
+
+def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int):
+    """The recommendations DataFrame for D (without run_date) and the champion version used."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from jobs.baselines import interactions
+    from jobs.io import read_table
+    from jobs.model import load_training_data
+    from jobs.scorer import history_weights
+
+    if not 1 <= top_k <= S.MAX_K:
+        raise ValueError(f"top_k must be between 1 and {S.MAX_K}, got {top_k}")
+    version, params = _champion(cfg)
+    data = load_training_data(spark, cfg, run_date)
+    ratings = data.ratings
+    catalogue = read_table(spark, cfg, S.ITEMS_RAW, run_date).select(S.COL_ITEM).toPandas()[S.COL_ITEM]
+    pos = {t: i for i, t in enumerate(data.item_ids)}
+    candidate = np.zeros(data.n_items, dtype=bool)
+    candidate[[pos[t] for t in catalogue if t in pos]] = True
+    users = active_users(spark, cfg, run_date).toPandas()[S.COL_USER]
+    upos = {u: i for i, u in enumerate(data.user_ids)}
+    uidx = np.array([upos[u] for u in users], dtype=np.int64)
+    X = interactions(ratings, data.n_users, data.n_items).tocsr()
+    has_hist = np.asarray(X.sum(1)).ravel()[uidx] > 0
+    has_text = np.abs(data.user_text[uidx]).sum(1) > 0
+    popular = np.bincount(ratings[S.COL_ITEM_IDX], minlength=data.n_items).astype(np.float64)
+    popular[~candidate] = -np.inf
+
+    schema = T.StructType([T.StructField(S.COL_USER, T.StringType()), T.StructField(S.COL_RANK, T.IntegerType()),
+                           T.StructField(S.COL_ITEM, T.StringType()), T.StructField(S.COL_SCORE, T.DoubleType()),
+                           T.StructField(S.COL_BECAUSE, T.StringType())])
+    modelled = np.zeros(len(uidx), dtype=bool) if params is None else (has_hist | has_text)
+    parts = []
+    if modelled.any():
+        mu_idx = uidx[modelled]
+        H = history_weights(ratings, data.n_users, data.n_items, rating_max=data.rating_max, recency_weight=params.recency_weight)
+        U, _ = params.user_factors(mu_idx, H[mu_idx], data.item_text, data.user_text[mu_idx])
+        I, beta, _ = params.item_factors(np.arange(data.n_items), data.item_text)
+        ease_row = np.full(data.n_items, -1, dtype=np.int64)
+        ease_pos = params.ease_items[params.ease_items < data.n_items]
+        ease_row[ease_pos] = np.arange(len(ease_pos))
+        bc = spark.sparkContext.broadcast({
+            "I": I, "beta": beta, "I_norm": I / np.clip(np.linalg.norm(I, axis=1, keepdims=True), 1e-9, None),
+            "item_ids": data.item_ids.astype(str).astype(object), "item_order": np.arange(data.n_items),
+            "candidate": candidate, "alpha": params.alpha, "gamma": params.gamma,
+            "ease_B": params.ease_B[: len(ease_pos), : len(ease_pos)], "ease_pos": ease_pos, "ease_row": ease_row})
+        hist = [X.indices[X.indptr[u]:X.indptr[u + 1]].tolist() for u in mu_idx]
+        pdf = pd.DataFrame({S.COL_USER: users[modelled].to_numpy(), "u": list(U), "hist": hist})
+        sdf = spark.createDataFrame(pdf, "user_id string, u array<float>, hist array<long>")
+        n_parts = max(1, -(-len(pdf) // USERS_PER_PARTITION))
+        parts.append(sdf.repartition(n_parts).mapInPandas(score_partitions(bc, top_k), schema)
+                     .withColumn(S.COL_MODEL_VERSION, F.lit(version)))
+    if (~modelled).any():
+        k = min(top_k, int(np.isfinite(popular).sum()))
+        top = np.argsort(-popular, kind="stable")[:k]
+        fallback = pd.DataFrame({S.COL_USER: np.repeat(users[~modelled].to_numpy(), k),
+                                 S.COL_RANK: np.tile(np.arange(1, k + 1, dtype=np.int32), int((~modelled).sum())),
+                                 S.COL_ITEM: np.tile(data.item_ids[top].astype(str), int((~modelled).sum())),
+                                 S.COL_SCORE: np.tile(popular[top], int((~modelled).sum())), S.COL_BECAUSE: None})
+        parts.append(spark.createDataFrame(fallback, schema).withColumn(S.COL_MODEL_VERSION, F.lit(S.POPULARITY_VERSION)))
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.unionByName(p)
+    log.info("score %s: %d active users (%d by the model %s, %d popularity fallback), %d candidate items, k=%d",
+             run_date, len(uidx), int(modelled.sum()), version, int((~modelled).sum()), int(candidate.sum()), top_k)
+    return out, version
+
+
+def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, top_k: int | None = None) -> dict:
+    """Score every active user for ``run_date`` into the staging table; returns counts."""
+    from jobs.io import read_table, write_partition
+
+    k = top_k or cfg.top_k
+    recs, version = build_recommendations(spark, cfg, run_date, top_k=k)
+    write_partition(recs, cfg, S.RECOMMENDATIONS_STAGING, run_date)
+    staged = read_table(spark, cfg, S.RECOMMENDATIONS_STAGING, run_date)
+    n_rows, n_users = staged.count(), staged.select(S.COL_USER).distinct().count()
+    log.info("score %s: staged %d rows for %d users (model version %s)", run_date, n_rows, n_users, version)
+    return {"rows": n_rows, "users": n_users, "model_version": version, "top_k": k}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from jobs.cli import job_entry
+
+    job_entry("score", argv)
+
+
+if __name__ == "__main__":
+    main()
