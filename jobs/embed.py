@@ -87,15 +87,17 @@ def build_embeddings(texts, previous, *, opts: dict, model_id: str, col_id: str,
     return out.select(col_id, S.COL_MODEL_ID, S.COL_TEXT_SHA, S.COL_VECTOR), todo
 
 
-def run_embedding(spark, cfg: Settings, run_date: dt.date, texts, *, table: str, col_id: str) -> dict:
-    """Embed ``texts`` (id, text) for ``run_date`` into ``table``; returns counts and speed."""
+def run_embedding(spark, cfg: Settings, run_date: dt.date, texts, *, table: str, col_id: str,
+                  full_refresh: bool = False) -> dict:
+    """Embed ``texts`` (id, text) for ``run_date`` into ``table``; returns counts and speed.
+    ``full_refresh`` ignores stored vectors and embeds every text again."""
     from pyspark.sql import functions as F
 
     opts = encoder_options(cfg, spark)
     model_id = current_model_id(opts)
     texts = texts.cache()
     total = texts.count()
-    previous = read_table(spark, cfg, table) if is_table(spark, cfg, table) else None
+    previous = read_table(spark, cfg, table) if is_table(spark, cfg, table) and not full_refresh else None
     # Materialise the rows to compute first, so the partition count fits the work.
     _, todo = build_embeddings(texts, previous, opts=opts, model_id=model_id, col_id=col_id, partitions=1)
     n_todo = todo.count()

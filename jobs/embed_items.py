@@ -12,11 +12,12 @@ from jobs.settings import Settings
 from jobs.text import build_item_text
 
 
-def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -> dict:
+def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, full_refresh: bool = False) -> dict:
     """Embed the item texts for ``run_date``; returns reused/computed counts."""
     texts = build_item_text(read_table(spark, cfg, S.ITEMS_RAW, run_date),
                             read_table(spark, cfg, S.USER_TEXT_RAW, run_date), run_date)
-    return run_embedding(spark, cfg, run_date, texts, table=S.ITEM_EMBEDDINGS, col_id=S.COL_ITEM)
+    return run_embedding(spark, cfg, run_date, texts, table=S.ITEM_EMBEDDINGS, col_id=S.COL_ITEM,
+                         full_refresh=full_refresh)
 
 
 def main(argv: list[str] | None = None) -> None:

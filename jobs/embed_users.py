@@ -12,13 +12,14 @@ from jobs.settings import Settings
 from jobs.text import build_user_text
 
 
-def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -> dict:
+def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, full_refresh: bool = False) -> dict:
     """Embed the user texts for ``run_date``; returns reused/computed counts."""
     texts = build_user_text(read_table(spark, cfg, S.USER_TEXT_RAW, run_date),
                             read_table(spark, cfg, S.RATING_MATRIX, run_date),
                             read_table(spark, cfg, S.ITEMS_RAW, run_date), run_date,
                             top_titles=cfg.user_text_titles)
-    return run_embedding(spark, cfg, run_date, texts, table=S.USER_EMBEDDINGS, col_id=S.COL_USER)
+    return run_embedding(spark, cfg, run_date, texts, table=S.USER_EMBEDDINGS, col_id=S.COL_USER,
+                         full_refresh=full_refresh)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -234,6 +234,10 @@ def build_ingest(raw: dict, *, cfg: Settings) -> dict:
 def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -> list[FileCounts]:
     """Ingest ``source`` for ``run_date``; returns the reconciled counts per file."""
     source = source or cfg.source
+    from jobs.io import path_exists
+
+    if not path_exists(spark, source):
+        raise SourceError(f"source directory {source} does not exist")
     raw = {}
     for stem in S.SOURCE_FILES:
         found = find_source_file(spark, source, stem)
