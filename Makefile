@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 DATE ?= $(shell date -u -d yesterday +%F)
 PYTEST_ARGS ?=
 
-.PHONY: help check venv run demo-source test test-all bench airflow backfill clean
+.PHONY: help check venv run pipeline demo-source airflow-db test bench airflow backfill clean
 help:
 	@echo "make run      set up .venv and run the nightly pipeline on the demo catalogue (DATE=$(DATE))"
 	@echo "make test     set up .venv and run the tests"
@@ -39,8 +39,36 @@ venv: check $(VENV)/.installed
 demo-source: venv
 	@[ -f "$(LMREC_HOME)/demo-source/ratings.csv" ] || $(BIN)/lmrec demo-data --out "$(LMREC_HOME)/demo-source" --end-date $(DATE)
 
-run: venv demo-source
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT := 120
+
+airflow-db: venv
+	@mkdir -p "$(AIRFLOW_HOME)"
+	$(BIN)/airflow db migrate > "$(AIRFLOW_HOME)/db-migrate.log" 2>&1 || { tail -20 "$(AIRFLOW_HOME)/db-migrate.log"; exit 1; }
+
+# The nightly DAG for DATE on the embedded default, then a summary.
+run: venv demo-source airflow-db
+	@echo "Running DAG nightly_recommendations for $(DATE) (log: $(AIRFLOW_HOME)/dags-test.log) ..."
+	@start=$$(date +%s); \
+	  $(BIN)/airflow dags test nightly_recommendations $(DATE) > "$(AIRFLOW_HOME)/dags-test.log" 2>&1; rc=$$?; \
+	  grep -aoE "end task task_id=[a-z_]+|Marking run .* (successful|failed)" "$(AIRFLOW_HOME)/dags-test.log" | sed 's/^/  /'; \
+	  [ $$rc -eq 0 ] && ! grep -aq "state=failed" "$(AIRFLOW_HOME)/dags-test.log" || { echo "DAG run failed; see $(AIRFLOW_HOME)/dags-test.log"; exit 1; }; \
+	  echo "DAG run took $$(( $$(date +%s) - start ))s"
+	$(BIN)/lmrec summary --date $(DATE)
+
+# Without Airflow: every job in one process.
+pipeline: venv demo-source
 	$(BIN)/lmrec pipeline --date $(DATE)
+
+airflow: venv airflow-db
+	$(BIN)/airflow standalone
+
+START ?= $(shell date -u -d '3 days ago' +%F)
+END ?= $(DATE)
+backfill: venv airflow-db
+	$(BIN)/airflow dags reserialize
+	$(BIN)/airflow backfill create --dag-id nightly_recommendations --from-date $(START) --to-date $(END) --max-active-runs 1
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

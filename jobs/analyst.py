@@ -69,3 +69,59 @@ def add_commands(sub) -> None:
     r.add_argument("user_id")
     r.add_argument("--date", type=parse_date, help="run date (default: the latest)")
     r.set_defaults(fn=cmd_recs)
+    add_summary_command(sub)
+
+
+def champion_summary(cfg: Settings) -> tuple[str | None, list[tuple]]:
+    """(champion version, [(model, NDCG@10, precision@10, recall@10, MAP@10)]) from its MLflow run."""
+    from mlflow.exceptions import MlflowException
+
+    from jobs.train import setup_mlflow
+
+    mlflow = setup_mlflow(cfg)
+    client = mlflow.MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(S.MODEL_NAME, S.ALIAS_CHAMPION)
+    except MlflowException:
+        return None, []
+    metrics = client.get_run(mv.run_id).data.metrics
+    names = sorted({k.split(".", 1)[0] for k in metrics if k.endswith(".ndcg_at_10")})
+    rows = [(n, *(round(metrics.get(f"{n}.{m}", float("nan")), 4) for m in ("ndcg_at_10", "precision_at_10", "recall_at_10", "map_at_10")))
+            for n in names]
+    return str(mv.version), sorted(rows, key=lambda r: -r[1])
+
+
+def cmd_summary(args) -> None:
+    from pyspark.sql import functions as F
+
+    from jobs.cli import print_table, table_counts
+    from jobs.io import read_table
+    from jobs.spark import get_spark
+
+    cfg = Settings.from_env()
+    spark = get_spark(cfg, app_name="lmrec-summary")
+    print(f"\nTables under {cfg.warehouse} (rows for {args.date} where partitioned by run_date):")
+    print_table([(n, c, p) for n, p, c in table_counts(cfg, spark, args.date)], ["table", "rows", "path"])
+    version, rows = champion_summary(cfg)
+    print(f"\nChampion: {S.MODEL_NAME} version {version} (MLflow {cfg.mlflow_tracking_uri}); validation metrics:")
+    print_table(rows, ["model", "NDCG@10", "precision@10", "recall@10", "MAP@10"])
+    recs = read_table(spark, cfg, S.RECOMMENDATIONS, args.date)
+    users = [r[0] for r in recs.select(S.COL_USER).distinct().orderBy(S.COL_USER).limit(3).collect()]
+    for u in users:
+        _, rows = user_recommendations(spark, cfg, u, args.date)
+        print(f"\nRecommendations for user {u} on {args.date}:")
+        print_table([tuple(r) for r in rows[:5]], ["rank", "item_id", "title", "score", "model_version", "because you liked"])
+    n_users = recs.select(F.countDistinct(S.COL_USER)).first()[0]
+    print(f"\n{n_users} users have recommendations for {args.date}. Next:\n"
+          f"  .venv/bin/lmrec query \"SELECT run_date, count(*) AS n FROM recommendations GROUP BY run_date\"\n"
+          f"  .venv/bin/lmrec recs {users[0] if users else 'USER_ID'} --date {args.date}\n"
+          f"  .venv/bin/mlflow ui --backend-store-uri {cfg.mlflow_tracking_uri}\n"
+          f"  make airflow   # the Airflow UI")
+
+
+def add_summary_command(sub) -> None:
+    from jobs.cli import parse_date
+
+    s = sub.add_parser("summary", help="print tables, the champion's metrics and sample recommendations for a date")
+    s.add_argument("--date", required=True, type=parse_date)
+    s.set_defaults(fn=cmd_summary)
