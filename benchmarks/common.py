@@ -1,0 +1,82 @@
+"""Helpers shared by the benchmarks: a warehouse of real data built by the real jobs, timing, memory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+ML_SMALL = SHARED / "ml-latest-small"
+ML_DATE = dt.date(2018, 9, 30)  # after the last ml-latest-small rating (2018-09-24)
+
+
+def bench_settings(name: str, **env):
+    from jobs.settings import Settings
+
+    home = REPO / "var" / "bench" / name
+    base = {"LMREC_HOME": str(home), "LMREC_SPARK_UI": "0", "LMREC_SHUFFLE_PARTITIONS": "4"}
+    base.update({k: str(v) for k, v in env.items()})
+    return Settings.from_env(base)
+
+
+def require_ml_small() -> Path:
+    if not (ML_SMALL / "ratings.csv").exists():
+        raise SystemExit(f"ml-latest-small not found at {ML_SMALL}; download it from GroupLens (see README)")
+    return ML_SMALL
+
+
+def ml_small_warehouse(spark, cfg, jobs=("ingest", "rating_matrix", "embed_items", "embed_users")):
+    """Import ml-latest-small and run the given jobs for ML_DATE (skipped when already built)."""
+    from jobs.cli import run_job
+    from jobs.importers import import_movielens
+    from jobs.io import is_table
+
+    src = Path(cfg.home) / "source"
+    if not (src / "ratings.csv").exists():
+        import_movielens(require_ml_small(), src)
+    for job in jobs:
+        table = {"ingest": "ratings_raw", "rating_matrix": "rating_matrix", "embed_items": "item_embeddings",
+                 "embed_users": "user_embeddings"}[job]
+        if not is_table(spark, cfg, table):
+            run_job(job, ML_DATE, cfg=cfg, spark=spark, source=str(src))
+    return src
+
+
+class PeakMemory:
+    """Peak resident memory (MiB) of this process and its children (Spark's JVM and Python workers)."""
+
+    def __init__(self, interval: float = 0.1):
+        self.interval, self.peak, self._stop = interval, 0.0, threading.Event()
+
+    def _sample(self):
+        import psutil
+
+        me = psutil.Process(os.getpid())
+        while not self._stop.is_set():
+            total = 0
+            for p in [me] + me.children(recursive=True):
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total / 2**20)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._t = threading.Thread(target=self._sample, daemon=True)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+def timed(fn, *args, **kw):
+    t0 = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t0
