@@ -73,5 +73,11 @@ backfill: venv airflow-db
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Benchmarks (not tests): real data from ../shared/data; results in benchmarks/results/, summary in BENCHMARKS.md.
+bench: venv
+	$(BIN)/python benchmarks/quality.py
+	$(BIN)/python benchmarks/embedding.py
+	$(BIN)/python benchmarks/scoring.py
+
 clean:
 	rm -rf $(LMREC_HOME)

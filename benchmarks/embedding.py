@@ -18,7 +18,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ML_DATE, REPO, bench_settings, ml_small_warehouse  # noqa: E402
+from benchmarks.common import write_result, ML_DATE, REPO, bench_settings, ml_small_warehouse  # noqa: E402
 from jobs import embed_items, ingest  # noqa: E402
 from jobs import schema as S  # noqa: E402
 from jobs.io import read_table  # noqa: E402
@@ -93,10 +93,7 @@ def main() -> None:
             f"- 1% night: {s2['computed']} texts re-embedded, {s2['reused']} reused; whole job {night_total:.1f}s "
             f"vs full job {full_total:.1f}s = {night_total / full_total:.1%} of the full run "
             f"(encode+write part: {s2['seconds']:.1f}s vs {stats['seconds']:.1f}s)\n")
-    out = REPO / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "embedding.md").write_text(text)
-    print(text)
+    write_result("embedding", text)
 
 
 if __name__ == "__main__":

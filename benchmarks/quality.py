@@ -17,7 +17,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ML_DATE, REPO, bench_settings, ml_small_warehouse  # noqa: E402
+from benchmarks.common import write_result, ML_DATE, REPO, bench_settings, ml_small_warehouse  # noqa: E402
 from jobs import baselines as B  # noqa: E402
 from jobs import schema as S  # noqa: E402
 from jobs.evaluation import cold_item_split, mae, random_split, ranking_metrics, rmse  # noqa: E402

@@ -20,7 +20,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, PeakMemory, bench_settings, require_ml_small  # noqa: E402
+from benchmarks.common import write_result, REPO, PeakMemory, bench_settings, require_ml_small  # noqa: E402
 from jobs import schema as S  # noqa: E402
 from jobs.score import score_partitions, top_k_block  # noqa: E402
 from jobs.spark import get_spark  # noqa: E402
@@ -117,10 +117,7 @@ def main() -> None:
         df.loc[g.index, "time / NumPy floor"] = (g.seconds / floor).round(2)
     text = (f"Top-{K} for all users, rank-{RANK} ALS factors, Spark {spark.sparkContext.master}, this machine.\n\n"
             + df.round(2).to_markdown(index=False) + "\n")
-    out = REPO / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "scoring.md").write_text(text)
-    print(text)
+    write_result("scoring", text)
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def _reference(result):
     max_active_runs=4,  # safe: every task writes only its own run_date partition
     tags=["lmrec", "recommendations"],
     doc_md=__doc__,
-    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=1), "retry_exponential_backoff": True,
+    default_args={"retries": CFG.task_retries, "retry_delay": dt.timedelta(minutes=1), "retry_exponential_backoff": True,
                   "max_retry_delay": dt.timedelta(minutes=30)},
     params={
         "source": Param(CFG.source, type="string", minLength=1, description="source directory (DESIGN.md source format)"),

@@ -61,8 +61,10 @@ class TextEncoder:
 
     def __init__(self, model: str = "", *, device: str = "auto", batch_size: int = 64, quantize: bool = False):
         import torch
+        import transformers
         from transformers import AutoModel, AutoTokenizer
 
+        transformers.utils.logging.disable_progress_bar()  # no per-load bars in executor logs
         self.path = model or default_model_path()
         local = Path(self.path).exists()
         self.device = resolve_device(device)

@@ -120,21 +120,37 @@ def intra_list_diversity(top, item_vectors):
 
 # ------------------------------------------------------------------------------ the harness
 
-def top_k_from_scores(scores: np.ndarray, k: int, exclude=None) -> np.ndarray:
-    """Top-k item indices per row, best first; ties broken by lower item index.
+def top_k(scores: np.ndarray, k: int, item_order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` columns per row of ``scores`` (B, n), best first, ties broken by lower
+    ``item_order`` (default: column index). Partial selection (``argpartition``), no full sort.
 
-    Args:
-        scores: (U, n_items); exclude: scipy sparse (U, n_items) of items to drop, or None.
+    Returns:
+        (columns (B, k), their scores (B, k)).
     """
+    n = scores.shape[1]
+    k = min(k, n)
+    order = np.arange(n) if item_order is None else np.asarray(item_order)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(scores, part, 1)
+    # Ties across the k-th value: argpartition picks among them arbitrarily; redo those rows.
+    thr = vals.min(axis=1)
+    crowded = np.flatnonzero((scores >= thr[:, None]).sum(axis=1) > k)
+    for r in crowded:
+        cols = np.flatnonzero(scores[r] >= thr[r])
+        part[r] = cols[np.lexsort((order[cols], -scores[r, cols]))[:k]]
+    vals = np.take_along_axis(scores, part, 1)
+    idx = np.lexsort((order[part], -vals), axis=1)
+    return np.take_along_axis(part, idx, 1), np.take_along_axis(vals, idx, 1)
+
+
+def top_k_from_scores(scores: np.ndarray, k: int, exclude=None) -> np.ndarray:
+    """Top-k item indices per row, best first, ties by lower item index; ``exclude`` (scipy
+    sparse, same shape) marks items to drop."""
     s = np.array(scores, dtype=np.float64, copy=True)
     if exclude is not None:
         rows, cols = exclude.nonzero()
         s[rows, cols] = -np.inf
-    k = min(k, s.shape[1])
-    part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(s, part, 1)
-    order = np.lexsort((part, -vals), axis=1)
-    return np.take_along_axis(part, order, 1)
+    return top_k(s, k)[0]
 
 
 def ranking_metrics(score_fn, train: pd.DataFrame, test: pd.DataFrame, n_items: int, *, k: int = 10,

@@ -50,6 +50,10 @@ def _ndcg(params, data, train, rows):
     return ranking_metrics(fn, train, rows, data.n_items, k=10)["ndcg_at_10"]
 
 
+def _fmt(x: float | None) -> str:
+    return "" if x is None else f"{x:.6f}"
+
+
 def decide(candidate: float, champion: float | None, popularity: float, tolerance: float) -> tuple[bool, str]:
     """(promote?, reason) from the three NDCG@10 values."""
     if candidate <= popularity:
@@ -88,7 +92,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -
     rows, champ_ndcg, protocol = val, None, "first version"
     if champ_date is not None and cand_date < champ_date:
         promote, reason = False, f"candidate data date {cand_date} is older than the champion's {champ_date}"
-        cand_ndcg = pop_ndcg = float("nan")
+        cand_ndcg = pop_ndcg = None
     else:
         if champ is not None:
             champ_model = mlflow.pyfunc.load_model(f"models:/{S.MODEL_NAME}/{champ.version}").unwrap_python_model()
@@ -106,16 +110,16 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -
         promote, reason = decide(cand_ndcg, champ_ndcg, pop_ndcg, cfg.gate_tolerance)
     decision = "promoted" if promote else "kept_champion"
     tags = {"gate.decision": decision, "gate.reason": reason, "gate.protocol": protocol, "gate.date": str(run_date),
-            "gate.candidate_ndcg_at_10": f"{cand_ndcg:.6f}", "gate.popularity_ndcg_at_10": f"{pop_ndcg:.6f}",
+            "gate.candidate_ndcg_at_10": _fmt(cand_ndcg), "gate.popularity_ndcg_at_10": _fmt(pop_ndcg),
             "gate.champion_version": champ.version if champ is not None else "",
-            "gate.champion_ndcg_at_10": "" if champ_ndcg is None else f"{champ_ndcg:.6f}"}
+            "gate.champion_ndcg_at_10": _fmt(champ_ndcg)}
     for k, v in tags.items():
         client.set_model_version_tag(S.MODEL_NAME, cand.version, k, v)
     if promote:
         client.set_registered_model_alias(S.MODEL_NAME, S.ALIAS_CHAMPION, cand.version)
     log.info("gate: %s version %s (%s); protocol: %s", decision, cand.version, reason, protocol)
-    return {"decision": decision, "candidate_version": cand.version, "reason": reason,
-            "champion_version": cand.version if promote else (champ.version if champ else None),
+    return {"decision": decision, "candidate_version": str(cand.version), "reason": reason,
+            "champion_version": str(cand.version) if promote else (str(champ.version) if champ else None),
             "candidate_ndcg_at_10": cand_ndcg, "champion_ndcg_at_10": champ_ndcg, "popularity_ndcg_at_10": pop_ndcg}
 
 

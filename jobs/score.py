@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from jobs import schema as S
+from jobs.evaluation import top_k
 from jobs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,7 @@ BLOCK = 512  # users per matrix multiply inside a partition
 def top_k_block(scores: np.ndarray, k: int, item_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` columns per row, best first; ties by lower ``item_idx``. -inf entries are never
     returned (rows may get fewer than k). Returns (columns (B, k) with -1 padding, scores)."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # (B, k) unordered
-    vals = np.take_along_axis(scores, part, 1)
-    order = np.lexsort((item_idx[part], -vals), axis=1)
-    cols = np.take_along_axis(part, order, 1)
-    vals = np.take_along_axis(vals, order, 1)
+    cols, vals = top_k(scores, k, item_idx)
     cols[~np.isfinite(vals)] = -1
     return cols, vals
 

@@ -138,7 +138,7 @@ def scorer_config(cfg: Settings):
 
 
 def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, shuffle_ratings: bool = False,
-        with_als: bool = True) -> dict:
+        with_als: bool | None = None) -> dict:
     """Train, evaluate and register a candidate for ``run_date``; returns the run id, version
     and validation metrics. ``shuffle_ratings`` trains on shuffled ratings (a broken model, for
     testing the gate)."""
@@ -150,6 +150,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
 
     mlflow = setup_mlflow(cfg)
     sc = scorer_config(cfg)
+    with_als = cfg.train_als if with_als is None else with_als
     data = load_training_data(spark, cfg, run_date)
     ratings = data.ratings
     if shuffle_ratings:
@@ -201,7 +202,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         client.set_registered_model_alias(S.MODEL_NAME, S.ALIAS_CANDIDATE, mv.version)
         log.info("registered %s version %s (alias %s), validation NDCG@10 %.4f", S.MODEL_NAME, mv.version,
                  S.ALIAS_CANDIDATE, val_ndcg)
-        return {"run_id": run.info.run_id, "version": mv.version, "val_ndcg_at_10": val_ndcg,
+        return {"run_id": run.info.run_id, "version": str(mv.version), "val_ndcg_at_10": val_ndcg,
                 "metrics": {n: {k: v for k, v in m.items() if not k.startswith("curve_")} for n, m in results.items()}}
 
 

@@ -21,7 +21,8 @@ def _env(home: Path, **extra) -> dict:
     env = dict(os.environ)
     env.update({"LMREC_HOME": str(home), "AIRFLOW_HOME": str(home / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "LMREC_SPARK_UI": "0", "LMREC_SHUFFLE_PARTITIONS": "2",
-                "LMREC_TRAIN_EPOCHS": "2", "LMREC_DRIVER_MEMORY": "3g", "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120"})
+                "LMREC_TRAIN_EPOCHS": "2", "LMREC_DRIVER_MEMORY": "3g", "LMREC_TASK_RETRIES": "0",
+                "LMREC_TRAIN_ALS": "0", "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120"})
     env.update(extra)
     return env
 
