@@ -22,7 +22,7 @@ def _env(home: Path, **extra) -> dict:
     env.update({"LMREC_HOME": str(home), "AIRFLOW_HOME": str(home / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "LMREC_SPARK_UI": "0", "LMREC_SHUFFLE_PARTITIONS": "2",
                 "LMREC_TRAIN_EPOCHS": "2", "LMREC_DRIVER_MEMORY": "3g", "LMREC_TASK_RETRIES": "0",
-                "LMREC_TRAIN_ALS": "0", "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120"})
+                "LMREC_TRAIN_ALS": "0", "LMREC_OPTIMIZE": "0", "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120"})
     env.update(extra)
     return env
 
@@ -56,36 +56,55 @@ def test_dag_imports_nothing_heavy_and_wires_tasks(tmp_path):
     assert info["params"] == ["full_refresh", "source", "top_k"]
 
 
-@pytest.mark.slow
-def test_dags_test_end_to_end_reruns_and_backfill_dates(spark, tmp_path):
-    """Bad source fails at ingest naming the path; fixed, the run succeeds; a second date; the
-    first date again leaves the second untouched and gives the first the same rows."""
+@pytest.fixture(scope="module")
+def dag_run(tmp_path_factory):
+    """A run for D3 with a source path that does not exist (fails at ingest), then the input
+    fixed and the same date run again, as an engineer would after clearing the failed task."""
     from jobs.demo_data import write_demo
-    from jobs.io import read_table
-    from tests.conftest import make_cfg
 
-    home = tmp_path / "home"
+    home = tmp_path_factory.mktemp("dag") / "home"
     src = home / "source"
     env = _env(home)
     _airflow(env, "db", "migrate")
-    missing = tmp_path / "no-such-source"
+    missing = home / "no-such-source"
     bad = _airflow(env, "dags", "test", S.DAG_ID, str(D3), "--conf", json.dumps({"source": str(missing)}), check=False)
-    out = bad.stdout + bad.stderr
-    assert f"source directory {missing} does not exist" in out
-    assert "state=failed" in out or bad.returncode != 0
-
     write_demo(src, users=60, items=80, ratings_per_user=15, days=3, end_date=D3)
     conf = json.dumps({"source": str(src), "top_k": 4})
     _airflow(env, "dags", "test", S.DAG_ID, str(D3), "--conf", conf)
-    cfg = make_cfg(home)
+    return {"home": home, "env": env, "conf": conf, "bad": bad, "missing": missing}
+
+
+@pytest.mark.slow
+def test_bad_source_fails_at_ingest_then_rerun_publishes_k_per_user(spark, dag_run):
+    from jobs.io import read_table
+    from tests.conftest import make_cfg
+
+    bad = dag_run["bad"]
+    out = bad.stdout + bad.stderr
+    assert f"source directory {dag_run['missing']} does not exist" in out
+    assert "task_id=ingest" in out and ("state=failed" in out or bad.returncode != 0)
+    cfg = make_cfg(dag_run["home"])
     recs = read_table(spark, cfg, S.RECOMMENDATIONS, D3).toPandas()
     active = read_table(spark, cfg, S.RATING_MATRIX, D3).select(S.COL_USER).distinct().count()
     counts = recs.groupby(S.COL_USER).size()
     assert len(counts) >= active and (counts == 4).all()
 
+
+@pytest.mark.slow
+def test_second_date_then_first_again(spark, dag_run):
+    """D3, then D2, then D3 again: D2's partition is untouched by the rerun of D3, and D3 gets
+    the same users and row counts again."""
+    from jobs.io import read_table
+    from tests.conftest import make_cfg
+
+    cfg = make_cfg(dag_run["home"])
+    env, conf = dag_run["env"], dag_run["conf"]
+    d3 = read_table(spark, cfg, S.RECOMMENDATIONS, D3).toPandas()
     _airflow(env, "dags", "test", S.DAG_ID, str(D2), "--conf", conf)
     d2 = sorted(map(tuple, read_table(spark, cfg, S.RECOMMENDATIONS, D2).collect()))
+    assert d2 and sorted(map(tuple, read_table(spark, cfg, S.RECOMMENDATIONS, D3).toPandas().itertuples(index=False))) \
+        == sorted(map(tuple, d3.itertuples(index=False)))
     _airflow(env, "dags", "test", S.DAG_ID, str(D3), "--conf", conf)
     assert sorted(map(tuple, read_table(spark, cfg, S.RECOMMENDATIONS, D2).collect())) == d2
     again = read_table(spark, cfg, S.RECOMMENDATIONS, D3).toPandas()
-    assert len(again) == len(recs) and set(again[S.COL_USER]) == set(recs[S.COL_USER])
+    assert len(again) == len(d3) and set(again[S.COL_USER]) == set(d3[S.COL_USER])
