@@ -10,9 +10,10 @@ export AIRFLOW_HOME ?= $(LMREC_HOME)/airflow
 export PYTHONUNBUFFERED := 1
 # Logical date of `make run`: yesterday (UTC), as the nightly schedule would run it.
 DATE ?= $(shell date -u -d yesterday +%F)
-PYTEST_ARGS ?=
+# `make test` leaves out tests marked slow (two more whole-DAG runs); `make test-all` runs them too.
+PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: help check venv run pipeline demo-source airflow-db test bench airflow backfill clean
+.PHONY: help check venv run pipeline demo-source airflow-db test test-all bench airflow backfill clean
 help:
 	@echo "make run      set up .venv and run the nightly pipeline on the demo catalogue (DATE=$(DATE))"
 	@echo "make test     set up .venv and run the tests"
@@ -72,6 +73,9 @@ backfill: venv airflow-db
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-all: venv
+	$(BIN)/python -m pytest
 
 # Benchmarks (not tests): real data from ../shared/data; results in benchmarks/results/, summary in BENCHMARKS.md.
 bench: venv

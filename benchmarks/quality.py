@@ -57,7 +57,8 @@ def main() -> None:
     H = history_weights(train, nU, nI, rating_max=data.rating_max, recency_weight=sc.recency_weight)
     X = B.interactions(train, nU, nI)
     models = {"scorer": make_score_fn(params, H, X, data.item_text, data.user_text, nI)}
-    for name, fit in (("popularity", B.fit_popularity), ("item_knn", B.fit_item_knn), ("ease", B.fit_ease)):
+    ease = lambda tr, nu, ni: B.fit_ease(tr, nu, ni, lam=sc.ease_lambda)  # noqa: E731  same λ as the scorer's part
+    for name, fit in (("popularity", B.fit_popularity), ("item_knn", B.fit_item_knn), ("ease", ease)):
         t0 = time.perf_counter()
         models[name] = fit(train, nU, nI)
         times[name] = time.perf_counter() - t0

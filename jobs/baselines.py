@@ -54,7 +54,9 @@ def ease_matrix(X: sp.csr_matrix, lam: float = 500.0, max_items: int = 20_000) -
     return B.astype(np.float32), active
 
 
-def fit_ease(train, n_users, n_items, *, lam: float = 500.0):
+def fit_ease(train, n_users, n_items, *, lam: float = 300.0):
+    """EASE with the same λ as the scorer's EASE component (ScorerConfig.ease_lambda), so the
+    comparison isolates what the rest of the scorer adds."""
     X = interactions(train, n_users, n_items)
     B, active = ease_matrix(X, lam)
 

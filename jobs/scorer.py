@@ -207,7 +207,8 @@ def _sparse_rows(H: sp.csr_matrix, rows: np.ndarray, device):
 
 def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np.ndarray, user_text: np.ndarray,
                rating_max: float, cfg: ScorerConfig, val: pd.DataFrame | None = None, epochs: int | None = None,
-               blend: tuple[float, float] | None = None, progress=None) -> tuple[ScorerParams, dict]:
+               blend: tuple[float, float] | None = None, progress=None,
+               shard: tuple[int, int] = (0, 1)) -> tuple[ScorerParams, dict]:
     """Train the scorer on ``train`` (user_idx, item_idx, rating, event_ts).
 
     With ``val``, stops early on validation NDCG@10, keeps the best epoch and chooses the EASE
@@ -253,6 +254,9 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
     for epoch in range(1, n_epochs + 1):
         net.train()
         perm = rng.permutation(len(u_all))
+        rank, world = shard
+        if world > 1:  # data parallel: equal shards of the same permutation, gradients averaged
+            perm = perm[: len(perm) - len(perm) % world][rank::world]
         tot = {"loss": 0.0, "mse": 0.0, "bpr": 0.0}
         for s in range(0, len(perm), cfg.batch_size):
             b = perm[s:s + cfg.batch_size]
@@ -275,6 +279,8 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
             loss = cfg.mse_weight * mse + cfg.rank_weight * bpr + reg
             opt.zero_grad()
             loss.backward()
+            if world > 1:
+                _average_gradients(net, world)
             opt.step()
             tot["loss"] += float(loss.detach()) * len(b)
             tot["mse"] += float(mse.detach()) * len(b)
@@ -334,6 +340,50 @@ def choose_blend(params, train, val, H, X, item_text, user_text, n_items) -> tup
         if ndcg > best + 1e-9:
             best, best_blend = ndcg, (a_eff, g)
     return best_blend
+
+
+def _average_gradients(net, world: int) -> None:
+    import torch.distributed as dist
+
+    for p in net.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= world
+
+
+def _ddp_fit(train: pd.DataFrame, fit_kw: dict):
+    """One TorchDistributor process: join the process group, train on this rank's shard."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() and fit_kw["cfg"].device != "cpu" else "gloo"
+    dist.init_process_group(backend)
+    try:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        params, _ = fit_scorer(train, shard=(rank, world), **fit_kw)
+        # Every rank holds the same parameters (same seed, averaged gradients); TorchDistributor
+        # keeps whichever process writes its output last, so all return them.
+        return params
+    finally:
+        dist.destroy_process_group()
+
+
+def fit_scorer_distributed(train: pd.DataFrame, *, num_processes: int = 2, use_gpu: bool = False,
+                           local_mode: bool = True, **fit_kw) -> ScorerParams:
+    """Train with ``num_processes`` data-parallel workers through Spark's TorchDistributor
+    (``pyspark.ml.torch``): local processes on the driver, or Spark tasks (GPUs) on a cluster
+    with ``local_mode=False``. A fixed number of epochs (``epochs`` and ``blend`` from a
+    validation run): this is the nightly refit on all data. Returns the trained parameters."""
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    if fit_kw.get("epochs") is None:
+        raise ValueError("fit_scorer_distributed trains a fixed number of epochs: pass epochs=")
+    return TorchDistributor(num_processes=num_processes, local_mode=local_mode, use_gpu=use_gpu).run(
+        _ddp_fit, train, fit_kw)
 
 
 def _export(net, B, active, rating_max, cfg, *, alpha: float, gamma: float) -> ScorerParams:

@@ -44,6 +44,7 @@ class Settings:
     gate_tolerance: float = 0.005  # LMREC_GATE_TOLERANCE: NDCG@10 a candidate may lose
     train_epochs: int = 0  # LMREC_TRAIN_EPOCHS: 0 = the training config's default
     optimize: bool = True  # LMREC_OPTIMIZE: compact D's recommendations partition after publishing
+    train_processes: int = 1  # LMREC_TRAIN_PROCESSES: >1 refits with TorchDistributor (data parallel)
     train_als: bool = True  # LMREC_TRAIN_ALS: include the Spark ALS baselines in the train job
     task_retries: int = 2  # LMREC_TASK_RETRIES: Airflow retries per task (exponential backoff)
     runner: str = "local"  # LMREC_RUNNER: local (in-process) | spark-submit (Airflow)

@@ -55,7 +55,8 @@ def als_score_fn(spark, train: pd.DataFrame, n_items: int, *, implicit: bool, ra
     return score, predict
 
 
-def evaluate_all(spark, data, train: pd.DataFrame, val: pd.DataFrame, params, *, k: int = 10, with_als: bool = True):
+def evaluate_all(spark, data, train: pd.DataFrame, val: pd.DataFrame, params, *, k: int = 10, with_als: bool = True,
+                 params_lambda: float = 300.0):
     """Metrics of the scorer and every baseline on one split. Returns {model: metrics}."""
     from jobs import baselines as B
     from jobs.evaluation import mae, ranking_metrics, rmse
@@ -72,7 +73,7 @@ def evaluate_all(spark, data, train: pd.DataFrame, val: pd.DataFrame, params, *,
         "scorer": make_score_fn(params, H, X, data.item_text, data.user_text, n_i),
         "popularity": B.fit_popularity(train, n_u, n_i),
         "item_knn": B.fit_item_knn(train, n_u, n_i),
-        "ease": B.fit_ease(train, n_u, n_i),
+        "ease": B.fit_ease(train, n_u, n_i, lam=params_lambda),
         "text_only": B.fit_text_only(text_users, data.item_text),
     }
     results = {}
@@ -168,7 +169,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         mlflow.set_tags({"run_date": str(run_date), "data_cutoff": f"{run_date + dt.timedelta(days=1)}T00:00:00Z",
                          **{f"delta_version.{t}": str(v) for t, v in data.versions.items()}})
         val_params, history = fit_scorer(train, val=val, **fit_kw)
-        results = evaluate_all(spark, data, train, val, val_params, with_als=with_als)
+        results = evaluate_all(spark, data, train, val, val_params, with_als=with_als, params_lambda=sc.ease_lambda)
         for name, m in results.items():
             mlflow.log_metrics({f"{name}.{k}": float(v) for k, v in m.items() if not k.startswith("curve_")})
         for e, loss, ndcg in zip(history["epoch"], history["loss"], history["val_ndcg_at_10"]):
@@ -180,7 +181,13 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
             mlflow.log_artifact(str(p))
 
         # Refit on every rating up to D with the chosen epochs and blend (documented in README).
-        params, _ = fit_scorer(ratings, epochs=history["best_epoch"], blend=history["blend"], **fit_kw)
+        if cfg.train_processes > 1:
+            from jobs.scorer import fit_scorer_distributed
+
+            params = fit_scorer_distributed(ratings, num_processes=cfg.train_processes, use_gpu=cfg.task_gpus > 0,
+                                            epochs=history["best_epoch"], blend=history["blend"], **fit_kw)
+        else:
+            params, _ = fit_scorer(ratings, epochs=history["best_epoch"], blend=history["blend"], **fit_kw)
         params.to_npz(tmp / "params.npz")
         val_params.to_npz(tmp / "val_params.npz")
         save_state(tmp / "state.npz", data, ratings, sc.recency_weight)

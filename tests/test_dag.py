@@ -74,7 +74,6 @@ def dag_run(tmp_path_factory):
     return {"home": home, "env": env, "conf": conf, "bad": bad, "missing": missing}
 
 
-@pytest.mark.slow
 def test_bad_source_fails_at_ingest_then_rerun_publishes_k_per_user(spark, dag_run):
     from jobs.io import read_table
     from tests.conftest import make_cfg

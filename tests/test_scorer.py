@@ -64,3 +64,20 @@ def test_seeded_training_is_reproducible(demo):
     a, _ = _fit(df, T, nU, nI, epochs=1)
     b, _ = _fit(df, T, nU, nI, epochs=1)
     np.testing.assert_array_equal(a.E_item, b.E_item)
+
+
+@pytest.mark.spark
+def test_torch_distributor_two_cpu_processes(spark, demo):
+    """Data-parallel refit through pyspark.ml.torch's TorchDistributor with 2 CPU processes."""
+    from jobs.scorer import fit_scorer_distributed
+
+    df, T, nU, nI = demo
+    train, test = random_split(df, 0.75, seed=1)
+    zeros = np.zeros((nU, T.shape[1]), np.float32)
+    params = fit_scorer_distributed(train, num_processes=2, epochs=3, blend=(1.0, 1.0), n_users=nU, n_items=nI,
+                                    item_text=T, user_text=zeros, rating_max=5.0, cfg=ScorerConfig())
+    H = history_weights(train, nU, nI, rating_max=5.0, recency_weight=0.5)
+    X = interactions(train, nU, nI)
+    ours = ranking_metrics(make_score_fn(params, H, X, T, zeros, nI), train, test, nI)
+    pop = ranking_metrics(fit_popularity(train, nU, nI), train, test, nI)
+    assert np.isfinite(params.E_item).all() and ours["ndcg_at_10"] > pop["ndcg_at_10"]

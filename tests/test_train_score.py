@@ -13,7 +13,7 @@ from jobs.importers import write_source
 from jobs.io import read_table, table_version
 from tests.conftest import D3, make_cfg
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
+pytestmark = pytest.mark.spark
 
 
 @pytest.fixture(scope="module")
