@@ -62,8 +62,9 @@ run: venv demo-source airflow-db
 pipeline: venv demo-source
 	$(BIN)/lmrec pipeline --date $(DATE)
 
+# standalone starts its components by running `airflow` from PATH: put the venv first.
 airflow: venv airflow-db
-	$(BIN)/airflow standalone
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
 
 START ?= $(shell date -u -d '3 days ago' +%F)
 END ?= $(DATE)
