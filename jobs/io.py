@@ -68,6 +68,16 @@ TABLE_PROPERTIES = {
 }
 
 
+CONCURRENCY_MARKERS = ("Concurrent", "ProtocolChanged", "PROTOCOL_CHANGED", "MetadataChanged", "METADATA_CHANGED")
+
+
+def is_concurrency_error(exc: Exception) -> bool:
+    """True for Delta's optimistic-concurrency conflicts (another run committed first), including
+    the race of two runs creating the same table (protocol/metadata changed)."""
+    text = type(exc).__name__ + " " + str(exc)[:1000]
+    return any(m in text for m in CONCURRENCY_MARKERS)
+
+
 def write_partition(df, cfg: Settings, name: str, run_date: dt.date, *, retries: int = 5) -> None:
     """Atomically replace partition ``run_date`` of table ``name`` with ``df``.
 
@@ -87,8 +97,9 @@ def write_partition(df, cfg: Settings, name: str, run_date: dt.date, *, retries:
              .save(path))
             break
         except Exception as exc:  # Delta concurrency errors arrive as Py4J/Spark exceptions
-            if "Concurrent" not in type(exc).__name__ + str(exc)[:500] or attempt == retries - 1:
+            if not is_concurrency_error(exc) or attempt == retries - 1:
                 raise
+            log.warning("%s: concurrent commit (%s), retrying", name, type(exc).__name__)
             time.sleep(1 + attempt)
 
 

@@ -9,7 +9,7 @@ import logging
 import time
 
 from jobs import schema as S
-from jobs.io import is_table, read_table, write_partition
+from jobs.io import is_concurrency_error, is_table, read_table, write_partition
 from jobs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def update_index(spark, cfg: Settings, table: str, ids, *, col_id: str, col_idx:
             return n_new
         except Exception as exc:
             text = type(exc).__name__ + str(exc)[:800]
-            if not any(k in text for k in ("Concurrent", "already exists", "PATH_ALREADY_EXISTS")) or attempt == retries - 1:
+            if not (is_concurrency_error(exc) or "already exists" in text or "PATH_ALREADY_EXISTS" in text) or attempt == retries - 1:
                 raise
             log.warning("%s: concurrent update, retrying (%d)", table, attempt + 1)
             time.sleep(0.5 + attempt)

@@ -142,3 +142,14 @@ def test_parquet_source(spark, tmp_path, cfg):
     counts = run(D1, cfg=make_cfg(tmp_path / "h", LMREC_REJECT_THRESHOLD=1), spark=spark, source=str(src))
     r = [c for c in counts if c.source_file.endswith("ratings.parquet")][0]
     assert (r.rows_in, r.accepted, r.rejected) == (2, 1, {S.REASON_RATING_SCALE: 1})
+
+
+def test_delta_race_errors_are_retried():
+    from jobs.io import is_concurrency_error
+
+    class ProtocolChangedException(Exception):
+        pass
+
+    assert is_concurrency_error(ProtocolChangedException("[DELTA_PROTOCOL_CHANGED] The protocol version changed"))
+    assert is_concurrency_error(RuntimeError("io.delta.exceptions.ConcurrentAppendException: files were added"))
+    assert not is_concurrency_error(ValueError("column rating missing"))
