@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from jobs import schema as S
-from jobs.io import SourceError, find_source_file, write_partition
+from jobs.io import SourceError, find_source_file, path_exists, write_partition
 from jobs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -234,8 +234,6 @@ def build_ingest(raw: dict, *, cfg: Settings) -> dict:
 def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -> list[FileCounts]:
     """Ingest ``source`` for ``run_date``; returns the reconciled counts per file."""
     source = source or cfg.source
-    from jobs.io import path_exists
-
     if not path_exists(spark, source):
         raise SourceError(f"source directory {source} does not exist")
     raw = {}
