@@ -68,8 +68,10 @@ airflow: venv airflow-db
 
 START ?= $(shell date -u -d '3 days ago' +%F)
 END ?= $(DATE)
+# Airflow 3 starts backfill runs only for an unpaused DAG; the scheduler must be running (make airflow).
 backfill: venv airflow-db
 	$(BIN)/airflow dags reserialize
+	$(BIN)/airflow dags unpause nightly_recommendations
 	$(BIN)/airflow backfill create --dag-id nightly_recommendations --from-date $(START) --to-date $(END) --max-active-runs 1
 
 test: venv

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 from jobs import schema as S
 from jobs.settings import Settings
@@ -41,7 +42,6 @@ OUTPUTS = {"ingest": [S.RATINGS_RAW, S.ITEMS_RAW, S.USER_TEXT_RAW, S.QUARANTINE]
            "rating_matrix": [S.RATING_MATRIX, S.USER_INDEX, S.ITEM_INDEX],
            "embed_items": [S.ITEM_EMBEDDINGS], "embed_users": [S.USER_EMBEDDINGS],
            "score": [S.RECOMMENDATIONS_STAGING], "validate": [S.RECOMMENDATIONS]}
-GPU_JOBS = ("embed_items", "embed_users", "train")
 
 
 def asset(table: str) -> Asset:
@@ -59,9 +59,8 @@ def job_task(name: str):
 
         from jobs.spark import spark_conf
 
-        conf = {k: v for k, v in spark_conf(CFG, f"lmrec-{name}").items() if k not in ("spark.master", "spark.app.name")}
-        if name not in GPU_JOBS:
-            conf = {k: v for k, v in conf.items() if ".resource.gpu." not in k}
+        conf = {k: v for k, v in spark_conf(CFG, f"lmrec-{name}", gpu=name in S.GPU_JOBS).items()
+                if k not in ("spark.master", "spark.app.name")}
         return SparkSubmitOperator(application=str(JOBS_DIR / f"{name}.py"), conn_id="spark_default", conf=conf,
                                    application_args=["--date", "{{ ds }}", "--source", "{{ params.source }}",
                                                      "--top-k", "{{ params.top_k }}"], name=f"lmrec-{name}", **common)
@@ -93,7 +92,11 @@ def _reference(result):
 
 @dag(
     dag_id=S.DAG_ID,
-    schedule="0 2 * * *",  # 02:00 UTC, after the day's data is complete
+    # One run per day D (logical date D 00:00 UTC, data interval = the day D), started at 00:00 UTC
+    # on D + 1, when D is complete. `{{ ds }}` is D, and backfill --from-date/--to-date are
+    # inclusive of exactly the days named. (A trigger timetable would start "D" while D is still
+    # running.)
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(1995, 1, 1, tz="UTC"),  # public datasets are old: backfills reach back
     catchup=False,
     max_active_runs=4,  # safe: every task writes only its own run_date partition

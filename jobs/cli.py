@@ -54,7 +54,7 @@ def run_job(name: str, run_date: dt.date, *, cfg: Settings | None = None, spark=
     if name not in JOBS:
         raise SystemExit(f"unknown job {name!r}; jobs: {', '.join(available_jobs())}")
     cfg = cfg or Settings.from_env()
-    spark = spark or get_spark(cfg, app_name=f"lmrec-{name}-{run_date}")
+    spark = spark or get_spark(cfg, app_name=f"lmrec-{name}-{run_date}", gpu=name in S.GPU_JOBS)
     module = importlib.import_module(JOBS[name])
     t0 = time.perf_counter()  # wall-clock ok: duration only
     log.info("job %s for %s starting (warehouse %s)", name, run_date, cfg.warehouse)
@@ -123,7 +123,7 @@ def cmd_pipeline(args) -> None:
     from jobs.spark import get_spark
 
     cfg = Settings.from_env()
-    spark = get_spark(cfg, app_name=f"lmrec-pipeline-{args.date}")
+    spark = get_spark(cfg, app_name=f"lmrec-pipeline-{args.date}", gpu=True)
     names = args.jobs.split(",") if args.jobs else available_jobs()
     for name in names:
         run_job(name, args.date, cfg=cfg, spark=spark, source=args.source, **_job_kwargs(args))

@@ -11,6 +11,7 @@ ITEM_INDEX = "item_index"
 ITEM_EMBEDDINGS = "item_embeddings"
 USER_EMBEDDINGS = "user_embeddings"
 RECOMMENDATIONS = "recommendations"
+GPU_JOBS = ("embed_items", "embed_users", "train")  # jobs that get the GPU executor settings
 RECOMMENDATIONS_STAGING = "recommendations_staging"  # written by score, published by validate
 RUN_SUMMARY = "run_summary"
 ALL_TABLES = (

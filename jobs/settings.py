@@ -41,6 +41,8 @@ class Settings:
     executor_gpus: float = 0  # LMREC_EXECUTOR_GPUS: spark.executor.resource.gpu.amount
     task_gpus: float = 0  # LMREC_TASK_GPUS: spark.task.resource.gpu.amount
     gpu_discovery_script: str = ""  # LMREC_GPU_DISCOVERY_SCRIPT
+    gpu_image: str = ""  # LMREC_GPU_IMAGE: executor image of the GPU jobs on Kubernetes (the lmrec-gpu image)
+    gpu_pod_template: str = ""  # LMREC_GPU_POD_TEMPLATE: executor pod template of the GPU jobs (GPU node pool)
     gate_tolerance: float = 0.005  # LMREC_GATE_TOLERANCE: NDCG@10 a candidate may lose
     train_epochs: int = 0  # LMREC_TRAIN_EPOCHS: 0 = the training config's default
     optimize: bool = True  # LMREC_OPTIMIZE: compact D's recommendations partition after publishing
@@ -48,6 +50,8 @@ class Settings:
     train_als: bool = True  # LMREC_TRAIN_ALS: include the Spark ALS baselines in the train job
     task_retries: int = 2  # LMREC_TASK_RETRIES: Airflow retries per task (exponential backoff)
     runner: str = "local"  # LMREC_RUNNER: local (in-process) | spark-submit (Airflow)
+    s3_endpoint: str = ""  # LMREC_S3_ENDPOINT: S3-compatible endpoint for s3a:// (MinIO, moto); empty = AWS
+    spark_packages: str = ""  # LMREC_SPARK_PACKAGES: extra Maven coordinates, comma-separated
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":

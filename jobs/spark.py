@@ -4,13 +4,55 @@ sized for a 2-core, 24 GB machine. One session per process (getOrCreate)."""
 from __future__ import annotations
 
 import os
+from importlib import metadata
+from pathlib import Path
 
 from jobs.io import TABLE_PROPERTIES
 from jobs.settings import Settings
 
 
-def spark_conf(cfg: Settings, app_name: str = "lmrec") -> dict[str, str]:
-    """The Spark configuration lmrec uses, as a plain dict (also what spark-submit gets)."""
+def _pyspark_dir() -> Path:
+    import importlib.util
+
+    return Path(importlib.util.find_spec("pyspark").origin).parent
+
+
+def hadoop_version() -> str:
+    """Hadoop version of the installed pyspark (from its hadoop-client-api jar)."""
+    jars = sorted((_pyspark_dir() / "jars").glob("hadoop-client-api-*.jar"))
+    if not jars:
+        raise RuntimeError(f"no hadoop-client-api jar in {_pyspark_dir() / 'jars'}: is pyspark installed whole?")
+    return jars[-1].name.removeprefix("hadoop-client-api-").removesuffix(".jar")
+
+
+def spark_packages(cfg: Settings) -> list[str]:
+    """Maven coordinates the jobs need: Delta for this pyspark, hadoop-aws (same Hadoop version as
+    pyspark's) when the warehouse is on s3a://, and any in LMREC_SPARK_PACKAGES. Resolved once
+    into the ivy cache (LMREC_IVY_DIR); an image resolves them at build time."""
+    spark_mm = ".".join(metadata.version("pyspark").split(".")[:2])
+    packages = [f"io.delta:delta-spark_{spark_mm}_2.13:{metadata.version('delta-spark')}"]
+    if cfg.warehouse.startswith("s3a://") or cfg.s3_endpoint:
+        packages.append(f"org.apache.hadoop:hadoop-aws:{hadoop_version()}")
+    packages += [p.strip() for p in cfg.spark_packages.split(",") if p.strip()]
+    return packages
+
+
+def s3_conf(cfg: Settings) -> dict[str, str]:
+    """s3a settings for an S3-compatible endpoint (path-style; TLS as the URL says). Credentials
+    come from the standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, instance roles)."""
+    if not cfg.s3_endpoint:
+        return {}
+    return {
+        "spark.hadoop.fs.s3a.endpoint": cfg.s3_endpoint,
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": str(cfg.s3_endpoint.startswith("https")).lower(),
+        "spark.hadoop.fs.s3a.endpoint.region": os.environ.get("AWS_REGION", "us-east-1"),
+    }
+
+
+def spark_conf(cfg: Settings, app_name: str = "lmrec", *, gpu: bool = False) -> dict[str, str]:
+    """The Spark configuration lmrec uses, as a plain dict (also what spark-submit gets). ``gpu``:
+    a GPU job (embedding, training), which gets the GPU executor settings when any are set."""
     conf = {
         "spark.app.name": app_name,
         "spark.master": cfg.spark_master,
@@ -23,6 +65,7 @@ def spark_conf(cfg: Settings, app_name: str = "lmrec") -> dict[str, str]:
         "spark.ui.enabled": str(cfg.spark_ui).lower(),
         "spark.ui.showConsoleProgress": "false",
         "spark.jars.ivy": cfg.ivy_cache,
+        "spark.jars.packages": ",".join(spark_packages(cfg)),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.sql.warehouse.dir": f"{cfg.home}/spark-warehouse",
@@ -31,20 +74,26 @@ def spark_conf(cfg: Settings, app_name: str = "lmrec") -> dict[str, str]:
     }
     for key, value in TABLE_PROPERTIES.items():
         conf["spark.databricks.delta.properties.defaults." + key.removeprefix("delta.")] = value
+    conf.update(s3_conf(cfg))
     if cfg.spark_master.startswith("local"):
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
-    if cfg.executor_gpus:
+    if gpu and cfg.executor_gpus:
         conf["spark.executor.resource.gpu.amount"] = str(cfg.executor_gpus)
         conf["spark.task.resource.gpu.amount"] = str(cfg.task_gpus or 1)
         if cfg.gpu_discovery_script:
             conf["spark.executor.resource.gpu.discoveryScript"] = cfg.gpu_discovery_script
+        if cfg.spark_master.startswith("k8s://"):
+            conf["spark.executor.resource.gpu.vendor"] = "nvidia.com"
+        if cfg.gpu_image:
+            conf["spark.kubernetes.executor.container.image"] = cfg.gpu_image
+        if cfg.gpu_pod_template:
+            conf["spark.kubernetes.executor.podTemplateFile"] = cfg.gpu_pod_template
     return conf
 
 
-def get_spark(cfg: Settings | None = None, app_name: str = "lmrec"):
+def get_spark(cfg: Settings | None = None, app_name: str = "lmrec", *, gpu: bool = False):
     """Return this process's SparkSession, creating it (with Delta) on first call."""
-    from delta import configure_spark_with_delta_pip
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -53,9 +102,9 @@ def get_spark(cfg: Settings | None = None, app_name: str = "lmrec"):
     cfg = cfg or Settings.from_env()
     os.environ.setdefault("PYSPARK_PYTHON", _python())
     builder = SparkSession.builder
-    for key, value in spark_conf(cfg, app_name).items():
+    for key, value in spark_conf(cfg, app_name, gpu=gpu).items():
         builder = builder.config(key, value)
-    spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 

@@ -44,7 +44,7 @@ def test_dag_imports_nothing_heavy_and_wires_tasks(tmp_path):
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'pyspark', 'torch', 'mlflow', 'transformers'})\n"
         "print(json.dumps({'errors': {k: str(v) for k, v in b.import_errors.items()}, 'heavy': heavy,\n"
         "  'edges': {t.task_id: sorted(t.downstream_task_ids) for t in d.tasks}, 'catchup': d.catchup,\n"
-        "  'schedule': str(d.schedule), 'start': str(d.start_date), 'params': sorted(d.params.keys())}))\n")
+        "  'schedule': type(d.timetable).__name__, 'cron': d.timetable._expression, 'start': str(d.start_date), 'params': sorted(d.params.keys())}))\n")
     out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["errors"] == {}
@@ -53,6 +53,8 @@ def test_dag_imports_nothing_heavy_and_wires_tasks(tmp_path):
         "ingest": ["rating_matrix"], "rating_matrix": ["embed_items", "embed_users"], "embed_items": ["train"],
         "embed_users": ["train"], "train": ["gate"], "gate": ["score"], "score": ["validate"], "validate": []}
     assert info["catchup"] is False and info["start"].startswith("1995")
+    # The run for D starts after D ends (data interval = day D), never while D is still running.
+    assert info["schedule"] == "CronDataIntervalTimetable" and info["cron"] == "0 0 * * *"
     assert info["params"] == ["full_refresh", "source", "top_k"]
 
 
