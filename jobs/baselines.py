@@ -25,14 +25,26 @@ def fit_popularity(train, n_users, n_items):
     return lambda users: np.broadcast_to(counts, (len(users), n_items))
 
 
-def fit_item_knn(train, n_users, n_items):
-    """Item-kNN with cosine similarity over the binary interaction matrix (all neighbours)."""
+def fit_item_knn(train, n_users, n_items, *, max_items: int = 20_000):
+    """Item-kNN with cosine similarity over the binary interaction matrix (all neighbours), over
+    at most ``max_items`` (most popular) items, like EASE: the dense similarity is O(n²) memory."""
     X = interactions(train, n_users, n_items)
-    norms = np.sqrt(np.asarray(X.multiply(X).sum(0))).ravel()
-    Xn = X @ sp.diags(1.0 / np.clip(norms, 1e-9, None))
+    counts = np.asarray(X.sum(0)).ravel()
+    active = np.flatnonzero(counts > 0)
+    if len(active) > max_items:
+        active = np.sort(active[np.argsort(-counts[active], kind="stable")[:max_items]])
+    Xa = X[:, active]
+    norms = np.sqrt(np.asarray(Xa.multiply(Xa).sum(0))).ravel()
+    Xn = Xa @ sp.diags(1.0 / np.clip(norms, 1e-9, None))
     sim = (Xn.T @ Xn).toarray().astype(np.float32)
     np.fill_diagonal(sim, 0.0)
-    return lambda users: np.asarray(X[users] @ sim)
+
+    def score(users):
+        out = np.zeros((len(users), n_items), dtype=np.float32)
+        out[:, active] = np.asarray(Xa[users] @ sim)
+        return out
+
+    return score
 
 
 def ease_matrix(X: sp.csr_matrix, lam: float = 500.0, max_items: int = 20_000) -> tuple[np.ndarray, np.ndarray]:

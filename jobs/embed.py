@@ -60,56 +60,59 @@ def encode_partitions(opts: dict, col_id: str):
     return encode
 
 
-def build_embeddings(texts, previous, *, opts: dict, model_id: str, col_id: str, partitions: int):
-    """(id, model_id, text_sha256, vector) for every row of ``texts`` (id, text).
+def match_stored(texts, previous, *, model_id: str):
+    """``texts`` (id, text) with their sha256 and the stored vector of that text under
+    ``model_id`` (null where there is none). ``previous``: stored vectors of any date, or None."""
+    from pyspark.sql import functions as F
 
-    Args:
-        previous: stored vectors (model_id, text_sha256, vector) of any date, or None.
-    Returns:
-        (embeddings frame, rows to compute frame) -- both lazy.
-    """
+    texts = texts.withColumn(S.COL_TEXT_SHA, F.sha2(F.col(S.COL_TEXT), 256))
+    if previous is None:
+        return texts.withColumn(S.COL_VECTOR, F.lit(None).cast("array<float>"))
+    known = (previous.where(F.col(S.COL_MODEL_ID) == model_id)
+             .select(S.COL_TEXT_SHA, S.COL_VECTOR).dropDuplicates([S.COL_TEXT_SHA]))
+    return texts.join(known, S.COL_TEXT_SHA, "left")
+
+
+def build_embeddings(joined, *, opts: dict, model_id: str, col_id: str, partitions: int):
+    """(id, model_id, text_sha256, vector) for every row of ``joined`` (from ``match_stored``):
+    stored vectors reused, the others encoded on ``partitions`` partitions. Lazy."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    texts = texts.withColumn(S.COL_TEXT_SHA, F.sha2(F.col(S.COL_TEXT), 256))
-    if previous is not None:
-        known = (previous.where(F.col(S.COL_MODEL_ID) == model_id)
-                 .select(S.COL_TEXT_SHA, S.COL_VECTOR).dropDuplicates([S.COL_TEXT_SHA]))
-        joined = texts.join(known, S.COL_TEXT_SHA, "left")
-    else:
-        joined = texts.withColumn(S.COL_VECTOR, F.lit(None).cast("array<float>"))
     reused = joined.where(F.col(S.COL_VECTOR).isNotNull()).select(col_id, S.COL_TEXT_SHA, S.COL_VECTOR)
     todo = joined.where(F.col(S.COL_VECTOR).isNull()).select(col_id, S.COL_TEXT, S.COL_TEXT_SHA)
     out_schema = T.StructType([T.StructField(col_id, T.StringType()), T.StructField(S.COL_TEXT_SHA, T.StringType()),
                                T.StructField(S.COL_VECTOR, T.ArrayType(T.FloatType()))])
     computed = todo.repartition(partitions, col_id).mapInPandas(encode_partitions(opts, col_id), out_schema)
     out = reused.unionByName(computed).withColumn(S.COL_MODEL_ID, F.lit(model_id))
-    return out.select(col_id, S.COL_MODEL_ID, S.COL_TEXT_SHA, S.COL_VECTOR), todo
+    return out.select(col_id, S.COL_MODEL_ID, S.COL_TEXT_SHA, S.COL_VECTOR)
 
 
 def run_embedding(spark, cfg: Settings, run_date: dt.date, texts, *, table: str, col_id: str,
                   full_refresh: bool = False) -> dict:
     """Embed ``texts`` (id, text) for ``run_date`` into ``table``; returns counts and speed.
     ``full_refresh`` ignores stored vectors and embeds every text again."""
+    from pyspark.sql import functions as F
+
     opts = encoder_options(cfg, spark)
     model_id = current_model_id(opts)
-    texts = texts.cache()
-    total = texts.count()
     previous = read_table(spark, cfg, table) if is_table(spark, cfg, table) and not full_refresh else None
-    # Materialise the rows to compute first, so the partition count fits the work.
-    _, todo = build_embeddings(texts, previous, opts=opts, model_id=model_id, col_id=col_id, partitions=1)
-    n_todo = todo.count()
+    # One pass builds the texts, hashes them, matches stored vectors and counts what is left to
+    # compute (so the partition count fits the work); the write reads the cached result.
+    joined = match_stored(texts, previous, model_id=model_id).cache()
+    row = joined.agg(F.count(F.lit(1)).alias("n"), F.count_if(F.col(S.COL_VECTOR).isNull()).alias("todo")).first()
+    total, n_todo = int(row["n"]), int(row["todo"])
     parallelism = spark.sparkContext.defaultParallelism
     partitions = max(1, min(parallelism * 4, -(-n_todo // TEXTS_PER_PARTITION)))
     if n_todo:
         partitions = max(partitions, min(parallelism, n_todo))
-    out, _ = build_embeddings(texts, previous, opts=opts, model_id=model_id, col_id=col_id, partitions=partitions)
+    out = build_embeddings(joined, opts=opts, model_id=model_id, col_id=col_id, partitions=partitions)
     log.info("%s %s: %d texts, %d reused, %d to compute on %d partitions (model %s)",
              table, run_date, total, total - n_todo, n_todo, partitions, model_id)
     t0 = time.perf_counter()  # wall-clock ok: throughput only
     write_partition(out, cfg, table, run_date)
     secs = time.perf_counter() - t0  # wall-clock ok
-    texts.unpersist()
+    joined.unpersist()
     stats = {"texts": total, "reused": total - n_todo, "computed": n_todo, "seconds": round(secs, 2),
              "texts_per_second": round(n_todo / secs, 1) if n_todo else None, "model_id": model_id}
     log.info("%s %s: computed %d vectors, reused %d, %.1fs%s", table, run_date, n_todo, total - n_todo, secs,

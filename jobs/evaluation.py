@@ -16,6 +16,21 @@ from jobs import schema as S
 
 # ------------------------------------------------------------------------------------ splits
 
+EVAL_MAX_USERS = 20_000  # ranking metrics on at most this many users (a seeded sample) at scale
+
+
+def sample_users(test: pd.DataFrame, max_users: int = EVAL_MAX_USERS, *, seed: int = S.SEED,
+                 col_user: str = S.COL_USER_IDX) -> pd.DataFrame:
+    """The rows of at most ``max_users`` users of ``test`` (a seeded sample; all when fewer). Keeps
+    the ranking metrics of a 162k-user night to seconds per model; the standard error of NDCG@10
+    over 20,000 users is about 0.002."""
+    users = test[col_user].unique()
+    if len(users) <= max_users:
+        return test
+    keep = np.random.default_rng(seed).choice(users, max_users, replace=False)
+    return test[test[col_user].isin(keep)]
+
+
 def random_split(df: pd.DataFrame, ratio: float = 0.75, *, seed: int = S.SEED, col_user: str = S.COL_USER_IDX):
     """Per-user random split: a fraction ``ratio`` of each user's rows to train, the rest to test."""
     rng = np.random.default_rng(seed)

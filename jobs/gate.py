@@ -70,7 +70,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -
     import mlflow.pyfunc
 
     from jobs.baselines import fit_popularity
-    from jobs.evaluation import random_split, ranking_metrics
+    from jobs.evaluation import random_split, ranking_metrics, sample_users
     from jobs.model import load_training_data
     from jobs.train import VAL_RATIO, scorer_config, setup_mlflow
 
@@ -87,7 +87,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -
 
     data = load_training_data(spark, cfg, cand_date)
     train, val = random_split(data.ratings, VAL_RATIO, seed=scorer_config(cfg).seed)
-    val = val[val[S.COL_USER_IDX].isin(train[S.COL_USER_IDX])]
+    val = sample_users(val[val[S.COL_USER_IDX].isin(train[S.COL_USER_IDX])])
     cand_model = mlflow.pyfunc.load_model(f"models:/{S.MODEL_NAME}/{cand.version}").unwrap_python_model()
     rows, champ_ndcg, protocol = val, None, "first version"
     if champ_date is not None and cand_date < champ_date:

@@ -48,6 +48,7 @@ class ScorerConfig:
     recency_weight: float = 0.5  # extra history weight of a user's most recent item (0 = none)
     val_fraction: float = 0.1  # share of each user's ratings held out for early stopping
     eval_users: int = 2000  # validation users sampled for early stopping (speed)
+    epoch_samples: int = 2_000_000  # an epoch visits at most this many (seeded, shuffled) ratings
     seed: int = S.SEED  # torch, NumPy and split seed
     device: str = "cpu"  # cpu | cuda | auto
 
@@ -253,7 +254,7 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
 
     for epoch in range(1, n_epochs + 1):
         net.train()
-        perm = rng.permutation(len(u_all))
+        perm = rng.permutation(len(u_all))[: cfg.epoch_samples]
         rank, world = shard
         if world > 1:  # data parallel: equal shards of the same permutation, gradients averaged
             perm = perm[: len(perm) - len(perm) % world][rank::world]

@@ -78,6 +78,8 @@ def spark_conf(cfg: Settings, app_name: str = "lmrec", *, gpu: bool = False) -> 
     if cfg.spark_master.startswith("local"):
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
+    if gpu:  # the torch jobs: workers fork from a daemon that has torch and transformers imported
+        conf["spark.python.daemon.module"] = "jobs.spark_daemon"
     if gpu and cfg.executor_gpus:
         conf["spark.executor.resource.gpu.amount"] = str(cfg.executor_gpus)
         conf["spark.task.resource.gpu.amount"] = str(cfg.task_gpus or 1)

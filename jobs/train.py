@@ -145,7 +145,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
     testing the gate)."""
     from mlflow.models import infer_signature
 
-    from jobs.evaluation import random_split
+    from jobs.evaluation import random_split, sample_users
     from jobs.model import LmrecScorer, load_training_data, save_state
     from jobs.scorer import fit_scorer
 
@@ -169,7 +169,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         mlflow.set_tags({"run_date": str(run_date), "data_cutoff": f"{run_date + dt.timedelta(days=1)}T00:00:00Z",
                          **{f"delta_version.{t}": str(v) for t, v in data.versions.items()}})
         val_params, history = fit_scorer(train, val=val, **fit_kw)
-        results = evaluate_all(spark, data, train, val, val_params, with_als=with_als, params_lambda=sc.ease_lambda)
+        results = evaluate_all(spark, data, train, sample_users(val), val_params, with_als=with_als, params_lambda=sc.ease_lambda)
         for name, m in results.items():
             mlflow.log_metrics({f"{name}.{k}": float(v) for k, v in m.items() if not k.startswith("curve_")})
         for e, loss, ndcg in zip(history["epoch"], history["loss"], history["val_ndcg_at_10"]):

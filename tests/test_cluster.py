@@ -99,6 +99,7 @@ def _run_jobs(home: Path, source: Path, **env) -> subprocess.CompletedProcess:
             "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOCAL_HOSTNAME": "127.0.0.1", **env}
     proc = subprocess.run([sys.executable, "-m", "jobs.cli", "pipeline", "--date", str(D3), "--source", str(source),
                            "--jobs", JOBS], env=full, cwd=REPO, capture_output=True, text=True, timeout=1200)
+    (home / "pipeline.log").write_text(proc.stderr)  # per-job times ("job ... done in"), for diagnosis
     assert proc.returncode == 0, f"pipeline failed ({env.get('SPARK_MASTER', 'local')}):\n{proc.stderr[-5000:]}"
     return proc
 

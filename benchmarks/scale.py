@@ -1,0 +1,170 @@
+"""Scale: one nightly run of every job on the demo catalogue at 1M, 5M and 25M ratings (the last is
+MovieLens-25M size: 162,000 users, 62,000 items), each job in its own process as the Airflow
+local runner runs it, with wall time and peak memory (the job's process tree: Python driver,
+Spark's JVM, Python workers); then the next night with 1% new ratings and 1% changed item texts.
+
+    .venv/bin/python benchmarks/scale.py --sizes 1M,5M,25M      # writes benchmarks/results/scale.md
+
+Sizes scale users and items together (ratings per user fixed at MovieLens-25M's ~154).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, write_result  # noqa: E402
+
+JOBS = ["ingest", "rating_matrix", "embed_items", "embed_users", "train", "gate", "score", "validate"]
+FULL = {"users": 162_000, "items": 62_000, "ratings_per_user": 154.0}
+D = dt.date(2024, 6, 30)
+
+
+def size_of(label: str) -> float:
+    return float(label.rstrip("M")) * 1e6
+
+
+def run_job(name: str, day: dt.date, env: dict, log: Path) -> dict:
+    """Run ``lmrec job name --date day`` in its own process; wall time and peak RSS of its tree."""
+    import psutil
+
+    t0 = time.perf_counter()
+    with log.open("a") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "job", name, "--date", str(day)], env=env,
+                                cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+        peak = 0.0
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            total = 0
+            try:
+                for p in [root] + root.children(recursive=True):
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+            except psutil.Error:
+                pass
+            peak = max(peak, total / 2**30)
+            time.sleep(0.5)
+    secs = time.perf_counter() - t0
+    return {"job": name, "seconds": round(secs, 1), "peak_gib": round(peak, 2), "ok": proc.returncode == 0}
+
+
+def next_night(src: Path, out: Path, day: dt.date, seed: int = 7) -> dict:
+    """The source of night D+1: every rating so far plus 1% new ones dated D+1, and 1% of the
+    item descriptions changed."""
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    ratings = pd.read_parquet(src / "ratings.parquet") if (src / "ratings.parquet").exists() else pd.read_csv(src / "ratings.csv")
+    items = pd.read_parquet(src / "items.parquet") if (src / "items.parquet").exists() else pd.read_csv(src / "items.csv")
+    n_new = len(ratings) // 100
+    users = ratings["user_id"].unique()
+    new = pd.DataFrame({"user_id": rng.choice(users, n_new), "item_id": rng.choice(items["item_id"].to_numpy(), n_new),
+                        "rating": rng.integers(1, 11, n_new) / 2.0,
+                        "timestamp": int(dt.datetime.combine(day + dt.timedelta(days=1), dt.time(12), tzinfo=dt.timezone.utc).timestamp())})
+    new = new.drop_duplicates(["user_id", "item_id"])
+    ratings = pd.concat([ratings, new], ignore_index=True).drop_duplicates(["user_id", "item_id"], keep="last")
+    changed = rng.choice(len(items), len(items) // 100, replace=False)
+    items.loc[changed, "description"] = items.loc[changed, "description"] + " Restored edition with new extras."
+    from jobs.importers import write_source
+
+    text = pd.read_parquet(src / "user_text.parquet") if (src / "user_text.parquet").exists() else pd.read_csv(src / "user_text.csv")
+    write_source(out, ratings, items, text, fmt="parquet")
+    return {"new_ratings": len(new), "changed_items": len(changed)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1M,5M,25M", help="comma-separated rating counts (e.g. 1M,5M,25M)")
+    ap.add_argument("--next-night", default="25M", help="sizes that also run the 1%% next night")
+    ap.add_argument("--root", default=str(REPO / "var" / "bench" / "scale"))
+    args = ap.parse_args()
+    from jobs.demo_data import write_demo
+
+    results = json.loads((Path(args.root) / "results.json").read_text()) if (Path(args.root) / "results.json").exists() else {}
+    for label in args.sizes.split(","):
+        f = size_of(label) / (FULL["users"] * FULL["ratings_per_user"])
+        home = Path(args.root) / label
+        src = home / "source"
+        env = {**os.environ, "LMREC_HOME": str(home), "LMREC_SOURCE": str(src), "LMREC_SPARK_UI": "0",
+               "LMREC_DRIVER_MEMORY": "10g", "LMREC_SHUFFLE_PARTITIONS": "16", "PYTHONUNBUFFERED": "1"}
+        t0 = time.perf_counter()
+        if not (src / "ratings.parquet").exists():
+            counts = write_demo(src, users=int(FULL["users"] * f), items=int(FULL["items"] * f),
+                                ratings_per_user=FULL["ratings_per_user"], days=30, end_date=D, fmt="parquet")
+        else:
+            counts = {"ratings": len(pd.read_parquet(src / "ratings.parquet", columns=["user_id"]))}
+        print(f"[{label}] source {counts} ({time.perf_counter() - t0:.0f}s)", flush=True)
+        rows = []
+        for name in JOBS:
+            r = run_job(name, D, env, home / "jobs.log")
+            rows.append(r)
+            print(f"[{label}] night 1 {r}", flush=True)
+            if not r["ok"]:
+                break
+        entry = {"ratings": counts.get("ratings"), "users": int(FULL["users"] * f), "items": int(FULL["items"] * f),
+                 "night1": rows}
+        if label in args.next_night.split(",") and all(r["ok"] for r in rows):
+            changes = next_night(src, home / "source2", D)
+            env2 = {**env, "LMREC_SOURCE": str(home / "source2")}
+            rows2 = []
+            for name in JOBS:
+                r = run_job(name, D + dt.timedelta(days=1), env2, home / "jobs.log")
+                rows2.append(r)
+                print(f"[{label}] night 2 {r}", flush=True)
+                if not r["ok"]:
+                    break
+            entry.update(night2=rows2, night2_changes=changes)
+        results[label] = entry
+        Path(args.root).mkdir(parents=True, exist_ok=True)
+        (Path(args.root) / "results.json").write_text(json.dumps(results, indent=1))
+    write_result("scale", report(results))
+
+
+def report(results: dict) -> str:
+    labels = sorted(results, key=size_of)
+    lines = ["# Scale: one night per size (demo catalogue, each job in its own process)", "",
+             "| job | " + " | ".join(f"{l} s (peak GiB)" for l in labels) + " |", "|---|" + "---|" * len(labels)]
+    for name in JOBS + ["total"]:
+        cells = []
+        for l in labels:
+            rows = {r["job"]: r for r in results[l]["night1"]}
+            if name == "total":
+                done = all(r["ok"] for r in rows.values()) and len(rows) == len(JOBS)
+                cells.append(f"**{sum(r['seconds'] for r in rows.values()):.0f}**" + ("" if done else " (incomplete)"))
+            elif name in rows:
+                r = rows[name]
+                cells.append(f"{r['seconds']:.0f} ({r['peak_gib']:.1f})" + ("" if r["ok"] else " FAILED"))
+            else:
+                cells.append("–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Ratings: " + ", ".join(f"{l} = {results[l]['ratings']:,} ({results[l]['users']:,} users, "
+                                           f"{results[l]['items']:,} items)" for l in labels)]
+    for l in labels:
+        if "night2" in results[l]:
+            n1 = {r["job"]: r["seconds"] for r in results[l]["night1"]}
+            n2 = {r["job"]: r["seconds"] for r in results[l]["night2"]}
+            lines += ["", f"## {l}: the next night ({results[l]['night2_changes']})", "",
+                      "| job | night 1 s | next night s | ratio |", "|---|---|---|---|"]
+            for name in JOBS:
+                if name in n2:
+                    lines.append(f"| {name} | {n1[name]:.0f} | {n2[name]:.0f} | {n2[name] / max(n1[name], 1e-9):.2f} |")
+            lines.append(f"| **total** | {sum(n1.values()):.0f} | {sum(n2.values()):.0f} | "
+                         f"{sum(n2.values()) / sum(n1.values()):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
