@@ -43,15 +43,15 @@ def encode_partitions(opts: dict, col_id: str):
 
         from jobs.encoder import get_encoder
 
+        frames = [f for f in batches if len(f)]
+        if not frames:  # nothing to encode here: do not load the model
+            return
         o = dict(opts)
         ctx = TaskContext.get()
         gpus = ctx.resources().get("gpu") if ctx is not None else None
         if gpus is not None and gpus.addresses:
             o["device"] = f"cuda:{gpus.addresses[0]}"  # the GPU Spark gave this task
         enc = get_encoder(**o)
-        frames = list(batches)
-        if not frames:
-            return
         df = pd.concat(frames, ignore_index=True).sort_values(col_id, kind="stable")
         vectors = enc.encode(df[S.COL_TEXT].tolist())
         yield pd.DataFrame({col_id: df[col_id].to_numpy(), S.COL_TEXT_SHA: df[S.COL_TEXT_SHA].to_numpy(),
@@ -88,6 +88,18 @@ def build_embeddings(joined, *, opts: dict, model_id: str, col_id: str, partitio
     return out.select(col_id, S.COL_MODEL_ID, S.COL_TEXT_SHA, S.COL_VECTOR)
 
 
+def latest_partition(spark, cfg: Settings, table: str, run_date: dt.date):
+    """The stored vectors of the latest date <= ``run_date`` (D itself on a rerun, D-1 on the next
+    night, the last date before D in a backfill), or None. One partition is read, not every night's."""
+    from pyspark.sql import functions as F
+
+    if not is_table(spark, cfg, table):
+        return None
+    stored = read_table(spark, cfg, table)
+    last = stored.where(F.col(S.COL_RUN_DATE) <= F.lit(run_date)).agg(F.max(S.COL_RUN_DATE)).first()[0]
+    return None if last is None else stored.where(F.col(S.COL_RUN_DATE) == F.lit(last))
+
+
 def run_embedding(spark, cfg: Settings, run_date: dt.date, texts, *, table: str, col_id: str,
                   full_refresh: bool = False) -> dict:
     """Embed ``texts`` (id, text) for ``run_date`` into ``table``; returns counts and speed.
@@ -96,7 +108,7 @@ def run_embedding(spark, cfg: Settings, run_date: dt.date, texts, *, table: str,
 
     opts = encoder_options(cfg, spark)
     model_id = current_model_id(opts)
-    previous = read_table(spark, cfg, table) if is_table(spark, cfg, table) and not full_refresh else None
+    previous = None if full_refresh else latest_partition(spark, cfg, table, run_date)
     # One pass builds the texts, hashes them, matches stored vectors and counts what is left to
     # compute (so the partition count fits the work); the write reads the cached result.
     joined = match_stored(texts, previous, model_id=model_id).cache()
