@@ -99,7 +99,10 @@ def main() -> None:
         home = Path(args.root) / label
         src = home / "source"
         env = {**os.environ, "LMREC_HOME": str(home), "LMREC_SOURCE": str(src), "LMREC_SPARK_UI": "0",
-               "LMREC_DRIVER_MEMORY": "10g", "LMREC_SHUFFLE_PARTITIONS": "16", "PYTHONUNBUFFERED": "1"}
+               "LMREC_DRIVER_MEMORY": "10g", "LMREC_SHUFFLE_PARTITIONS": "16", "PYTHONUNBUFFERED": "1",
+               # The scorer's training budget for a night on 2 CPU cores (see BENCHMARKS.md), and no
+               # Spark ALS baselines (they are compared in benchmarks/quality.py).
+               "LMREC_TRAIN_EPOCHS": "3", "LMREC_TRAIN_EPOCH_SAMPLES": "1000000", "LMREC_TRAIN_ALS": "0"}
         t0 = time.perf_counter()
         if not (src / "ratings.parquet").exists():
             counts = write_demo(src, users=int(FULL["users"] * f), items=int(FULL["items"] * f),

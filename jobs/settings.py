@@ -45,6 +45,7 @@ class Settings:
     gpu_pod_template: str = ""  # LMREC_GPU_POD_TEMPLATE: executor pod template of the GPU jobs (GPU node pool)
     gate_tolerance: float = 0.005  # LMREC_GATE_TOLERANCE: NDCG@10 a candidate may lose
     train_epochs: int = 0  # LMREC_TRAIN_EPOCHS: 0 = the training config's default
+    train_epoch_samples: int = 0  # LMREC_TRAIN_EPOCH_SAMPLES: ratings per epoch at most; 0 = config default (2M)
     optimize: bool = True  # LMREC_OPTIMIZE: compact D's recommendations partition after publishing
     train_processes: int = 1  # LMREC_TRAIN_PROCESSES: >1 refits with TorchDistributor (data parallel)
     train_als: bool = True  # LMREC_TRAIN_ALS: include the Spark ALS baselines in the train job

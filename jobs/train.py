@@ -135,6 +135,8 @@ def scorer_config(cfg: Settings):
     sc = ScorerConfig()
     if cfg.train_epochs:
         sc = dataclasses.replace(sc, epochs=cfg.train_epochs)
+    if cfg.train_epoch_samples:
+        sc = dataclasses.replace(sc, epoch_samples=cfg.train_epoch_samples)
     return sc
 
 
