@@ -13,7 +13,7 @@ DATE ?= $(shell date -u -d yesterday +%F)
 # `make test` leaves out tests marked slow (two more whole-DAG runs); `make test-all` runs them too.
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: help check venv run pipeline demo-source airflow-db test test-all bench airflow backfill clean
+.PHONY: help check venv run pipeline demo-source airflow-db test test-all bench bench-scale airflow backfill clean
 help:
 	@echo "make run      set up .venv and run the nightly pipeline on the demo catalogue (DATE=$(DATE))"
 	@echo "make test     set up .venv and run the tests"
@@ -85,6 +85,10 @@ bench: venv
 	$(BIN)/python benchmarks/quality.py
 	$(BIN)/python benchmarks/embedding.py
 	$(BIN)/python benchmarks/scoring.py
+
+# The scale benchmark (1M, 5M, 25M ratings; about two hours on 2 cores): benchmarks/results/scale.md
+bench-scale: venv
+	$(BIN)/python benchmarks/scale.py --sizes 1M,5M,25M --next-night 25M
 
 clean:
 	rm -rf $(LMREC_HOME)

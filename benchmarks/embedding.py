@@ -31,7 +31,7 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = bench_settings("ml-small")
-    spark = get_spark(cfg, "lmrec-bench-embedding")
+    spark = get_spark(cfg, "lmrec-bench-embedding", gpu=True)  # the embedding jobs' session (torch daemon)
     src = ml_small_warehouse(spark, cfg, jobs=("ingest",))
     texts = build_item_text(read_table(spark, cfg, S.ITEMS_RAW, ML_DATE), read_table(spark, cfg, S.USER_TEXT_RAW, ML_DATE),
                             ML_DATE).toPandas()[S.COL_TEXT].tolist()
@@ -74,6 +74,8 @@ def main() -> None:
         if not target.exists():
             target.symlink_to(src / f)
     d2 = ML_DATE + dt.timedelta(days=1)
+    # A real next night: no vectors stored for D+1 yet (an earlier benchmark run may have left some).
+    spark.sql(f"DELETE FROM delta.`{cfg.table_path(S.ITEM_EMBEDDINGS)}` WHERE {S.COL_RUN_DATE} > DATE'{ML_DATE}'")
     ingest.run(d2, cfg=cfg, spark=spark, source=str(night))
     t0 = time.perf_counter()
     s2 = embed_items.run(d2, cfg=cfg, spark=spark)
