@@ -25,14 +25,20 @@ def fit_popularity(train, n_users, n_items):
     return lambda users: np.broadcast_to(counts, (len(users), n_items))
 
 
-def fit_item_knn(train, n_users, n_items, *, max_items: int = 20_000):
-    """Item-kNN with cosine similarity over the binary interaction matrix (all neighbours), over
-    at most ``max_items`` (most popular) items, like EASE: the dense similarity is O(n²) memory."""
-    X = interactions(train, n_users, n_items)
+def popular_items(X: sp.csr_matrix, max_items: int) -> np.ndarray:
+    """Sorted indices of the items with any interaction, at most ``max_items`` of the most popular."""
     counts = np.asarray(X.sum(0)).ravel()
     active = np.flatnonzero(counts > 0)
     if len(active) > max_items:
         active = np.sort(active[np.argsort(-counts[active], kind="stable")[:max_items]])
+    return active
+
+
+def fit_item_knn(train, n_users, n_items, *, max_items: int = 20_000):
+    """Item-kNN with cosine similarity over the binary interaction matrix (all neighbours), over
+    at most ``max_items`` (most popular) items, like EASE: the dense similarity is O(n²) memory."""
+    X = interactions(train, n_users, n_items)
+    active = popular_items(X, max_items)
     Xa = X[:, active]
     norms = np.sqrt(np.asarray(Xa.multiply(Xa).sum(0))).ravel()
     Xn = Xa @ sp.diags(1.0 / np.clip(norms, 1e-9, None))
@@ -53,10 +59,7 @@ def ease_matrix(X: sp.csr_matrix, lam: float = 500.0, max_items: int = 20_000) -
     Returns (B over the active items, those item indices). Above ``max_items`` active items only
     the most popular ones are kept (the dense inverse is O(n³)).
     """
-    counts = np.asarray(X.sum(0)).ravel()
-    active = np.flatnonzero(counts > 0)
-    if len(active) > max_items:
-        active = np.sort(active[np.argsort(-counts[active], kind="stable")[:max_items]])
+    active = popular_items(X, max_items)
     Xa = X[:, active]
     G = (Xa.T @ Xa).toarray().astype(np.float64)
     G[np.diag_indices_from(G)] += lam
