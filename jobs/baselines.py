@@ -34,15 +34,29 @@ def popular_items(X: sp.csr_matrix, max_items: int) -> np.ndarray:
     return active
 
 
+def gram(Xa: sp.spmatrix, dtype=np.float64, block: int = 2048) -> np.ndarray:
+    """Dense XᵀX, filled a block of columns at a time: a near-dense sparse product of 20k items
+    would take about three times the dense matrix's memory."""
+    Xc = sp.csc_matrix(Xa, dtype=np.float32)
+    XT = Xc.T.tocsr()
+    n = Xc.shape[1]
+    G = np.empty((n, n), dtype=dtype)
+    for s in range(0, n, block):
+        G[:, s:s + block] = (XT @ Xc[:, s:s + block]).toarray()
+    return G
+
+
 def fit_item_knn(train, n_users, n_items, *, max_items: int = 20_000):
     """Item-kNN with cosine similarity over the binary interaction matrix (all neighbours), over
-    at most ``max_items`` (most popular) items, like EASE: the dense similarity is O(n²) memory."""
+    at most ``max_items`` (most popular) items, like EASE: the dense similarity is O(n²) memory.
+    For binary X, cos(i, j) = G_ij / sqrt(G_ii G_jj) with G = XᵀX."""
     X = interactions(train, n_users, n_items)
     active = popular_items(X, max_items)
     Xa = X[:, active]
-    norms = np.sqrt(np.asarray(Xa.multiply(Xa).sum(0))).ravel()
-    Xn = Xa @ sp.diags(1.0 / np.clip(norms, 1e-9, None))
-    sim = (Xn.T @ Xn).toarray().astype(np.float32)
+    sim = gram(Xa, np.float32)
+    inv_norm = 1.0 / np.sqrt(np.clip(np.diag(sim), 1e-9, None))
+    sim *= inv_norm[:, None]
+    sim *= inv_norm[None, :]
     np.fill_diagonal(sim, 0.0)
 
     def score(users):
@@ -57,23 +71,24 @@ def ease_matrix(X: sp.csr_matrix, lam: float = 500.0, max_items: int = 20_000) -
     """EASE (Steck, 2019): B = I - P diag(1/diag P), P = (XᵀX + λI)⁻¹, zero diagonal.
 
     Returns (B over the active items, those item indices). Above ``max_items`` active items only
-    the most popular ones are kept (the dense inverse is O(n³)).
+    the most popular ones are kept (the dense inverse is O(n³)). The float64 Gram matrix is
+    inverted in place, so the peak is one float64 and one float32 n×n matrix (4.8 GB at 20k).
     """
+    import scipy.linalg
+
     active = popular_items(X, max_items)
-    Xa = X[:, active]
-    G = (Xa.T @ Xa).toarray().astype(np.float64)
+    G = gram(X[:, active], np.float64)
     G[np.diag_indices_from(G)] += lam
-    P = np.linalg.inv(G)
-    B = -P / np.diag(P)
-    np.fill_diagonal(B, 0.0)
-    return B.astype(np.float32), active
+    # G is symmetric, so G.T (Fortran order, the same memory) lets LAPACK invert it in place.
+    P = scipy.linalg.inv(G.T, overwrite_a=True, check_finite=False)
+    del G
+    P /= -np.diag(P).copy()[None, :]
+    np.fill_diagonal(P, 0.0)
+    return P.astype(np.float32, order="C"), active
 
 
-def fit_ease(train, n_users, n_items, *, lam: float = 300.0):
-    """EASE with the same λ as the scorer's EASE component (ScorerConfig.ease_lambda), so the
-    comparison isolates what the rest of the scorer adds."""
-    X = interactions(train, n_users, n_items)
-    B, active = ease_matrix(X, lam)
+def ease_score_fn(B: np.ndarray, active: np.ndarray, X: sp.csr_matrix, n_items: int):
+    """score(users) of an EASE matrix ``B`` over ``active`` items for the histories in ``X``."""
 
     def score(users):
         out = np.zeros((len(users), n_items), dtype=np.float32)
@@ -81,6 +96,13 @@ def fit_ease(train, n_users, n_items, *, lam: float = 300.0):
         return out
 
     return score
+
+
+def fit_ease(train, n_users, n_items, *, lam: float = 300.0):
+    """EASE with the same λ as the scorer's EASE component (ScorerConfig.ease_lambda), so the
+    comparison isolates what the rest of the scorer adds."""
+    X = interactions(train, n_users, n_items)
+    return ease_score_fn(*ease_matrix(X, lam), X, n_items)
 
 
 def fit_text_only(user_vectors: np.ndarray, item_vectors: np.ndarray):

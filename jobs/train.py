@@ -69,20 +69,23 @@ def evaluate_all(spark, data, train: pd.DataFrame, val: pd.DataFrame, params, *,
     profile /= np.clip(np.linalg.norm(profile, axis=1, keepdims=True), 1e-9, None)
     # Text-only: the user's own text where there is no history, else their history's text profile.
     text_users = np.where(np.asarray(X.sum(1)).ravel()[:, None] > 0, profile, data.user_text)
+    # Built one at a time and dropped after evaluation: at 20k items item-kNN's similarity is
+    # 1.6 GB. The EASE baseline reuses the EASE matrix the scorer fit on the same split and λ.
     models = {
-        "scorer": make_score_fn(params, H, X, data.item_text, data.user_text, n_i),
-        "popularity": B.fit_popularity(train, n_u, n_i),
-        "item_knn": B.fit_item_knn(train, n_u, n_i),
-        "ease": B.fit_ease(train, n_u, n_i, lam=params_lambda),
-        "text_only": B.fit_text_only(text_users, data.item_text),
+        "scorer": lambda: make_score_fn(params, H, X, data.item_text, data.user_text, n_i),
+        "popularity": lambda: B.fit_popularity(train, n_u, n_i),
+        "item_knn": lambda: B.fit_item_knn(train, n_u, n_i),
+        "ease": lambda: B.ease_score_fn(params.ease_B, params.ease_items, X, n_i) if len(params.ease_items)
+        else B.fit_ease(train, n_u, n_i, lam=params_lambda),
+        "text_only": lambda: B.fit_text_only(text_users, data.item_text),
     }
-    results = {}
     als_predict = None
     if with_als:
-        models["als_implicit"], _ = als_score_fn(spark, train, n_i, implicit=True)
+        models["als_implicit"] = lambda: als_score_fn(spark, train, n_i, implicit=True)[0]
         _, als_predict = als_score_fn(spark, train, n_i, implicit=False)
-    for name, fn in models.items():
-        results[name] = ranking_metrics(fn, train, val, n_i, k=k, item_vectors=data.item_text, ks=CURVE_KS)
+    results = {}
+    for name, build in models.items():
+        results[name] = ranking_metrics(build(), train, val, n_i, k=k, item_vectors=data.item_text, ks=CURVE_KS)
         log.info("validation %s: NDCG@%d %.4f, precision@%d %.4f", name, k, results[name][f"ndcg_at_{k}"], k,
                  results[name][f"precision_at_{k}"])
     vu, vi = val[S.COL_USER_IDX].to_numpy(), val[S.COL_ITEM_IDX].to_numpy()
@@ -129,6 +132,15 @@ def _plots(results: dict, history: dict, out: Path) -> list[Path]:
     return [curves, curve]
 
 
+def _release_driver_heap(spark) -> None:
+    """Ask the driver JVM to collect and give back the heap that collecting the rating matrix
+    grew (G1 shrinks the heap after a full collection): training needs that memory in Python."""
+    try:
+        spark.sparkContext._jvm.java.lang.System.gc()
+    except Exception:  # Spark Connect has no JVM gateway here; nothing to release
+        pass
+
+
 def scorer_config(cfg: Settings):
     from jobs.scorer import ScorerConfig
 
@@ -155,6 +167,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
     sc = scorer_config(cfg)
     with_als = cfg.train_als if with_als is None else with_als
     data = load_training_data(spark, cfg, run_date)
+    _release_driver_heap(spark)
     ratings = data.ratings
     if shuffle_ratings:
         rng = np.random.default_rng(sc.seed)
@@ -182,6 +195,8 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         for p in _plots(results, history, tmp):
             mlflow.log_artifact(str(p))
 
+        val_params.to_npz(tmp / "val_params.npz")
+        del val_params  # its EASE matrix is 1.6 GB at 20k items; the refit builds its own
         # Refit on every rating up to D with the chosen epochs and blend (documented in README).
         if cfg.train_processes > 1:
             from jobs.scorer import fit_scorer_distributed
@@ -191,7 +206,6 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         else:
             params, _ = fit_scorer(ratings, epochs=history["best_epoch"], blend=history["blend"], **fit_kw)
         params.to_npz(tmp / "params.npz")
-        val_params.to_npz(tmp / "val_params.npz")
         save_state(tmp / "state.npz", data, ratings, sc.recency_weight)
         example = pd.DataFrame({S.COL_USER: data.user_ids[ratings[S.COL_USER_IDX].iloc[:3]].astype(str),
                                 S.COL_ITEM: data.item_ids[ratings[S.COL_ITEM_IDX].iloc[:3]].astype(str)})

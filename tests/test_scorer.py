@@ -66,6 +66,17 @@ def test_seeded_training_is_reproducible(demo):
     np.testing.assert_array_equal(a.E_item, b.E_item)
 
 
+def test_scorer_ease_part_is_the_ease_baseline(demo):
+    """train's EASE baseline reuses the scorer's EASE matrix (same split, same λ) instead of a refit."""
+    from jobs.baselines import ease_score_fn, fit_ease
+
+    df, T, nU, nI = demo
+    params, _ = _fit(df, T, nU, nI, epochs=1)
+    users = np.arange(nU)
+    reused = ease_score_fn(params.ease_B, params.ease_items, interactions(df, nU, nI), nI)(users)
+    np.testing.assert_allclose(reused, fit_ease(df, nU, nI, lam=ScorerConfig().ease_lambda)(users), atol=1e-6)
+
+
 @pytest.mark.spark
 def test_torch_distributor_two_cpu_processes(spark, demo):
     """Data-parallel refit through pyspark.ml.torch's TorchDistributor with 2 CPU processes."""
