@@ -88,7 +88,7 @@ bench: venv
 
 # The scale benchmark (1M, 5M, 25M ratings; about two hours on 2 cores): benchmarks/results/scale.md
 bench-scale: venv
-	$(BIN)/python benchmarks/scale.py --sizes 1M,5M,25M --next-night 25M
+	$(BIN)/python benchmarks/scale.py --fresh --sizes 1M,5M,25M --next-night 25M
 
 clean:
 	rm -rf $(LMREC_HOME)

@@ -3,7 +3,7 @@ MovieLens-25M size: 162,000 users, 62,000 items), each job in its own process as
 local runner runs it, with wall time and peak memory (the job's process tree: Python driver,
 Spark's JVM, Python workers); then the next night with 1% new ratings and 1% changed item texts.
 
-    .venv/bin/python benchmarks/scale.py --sizes 1M,5M,25M      # writes benchmarks/results/scale.md
+    .venv/bin/python benchmarks/scale.py --fresh --sizes 1M,5M,25M   # writes benchmarks/results/scale.md
 
 Sizes scale users and items together (the generator's ratings per user fixed so that 25M is ~25 million ratings after de-duplication).
 """
@@ -14,6 +14,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -90,6 +91,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="1M,5M,25M", help="comma-separated rating counts (e.g. 1M,5M,25M)")
     ap.add_argument("--next-night", default="25M", help="sizes that also run the 1%% next night")
     ap.add_argument("--root", default=str(REPO / "var" / "bench" / "scale"))
+    ap.add_argument("--fresh", action="store_true", help="delete each size's warehouse, MLflow store and logs "
+                    "first (the generated source is kept), so night 1 is a first night")
     args = ap.parse_args()
     from jobs.demo_data import write_demo
 
@@ -103,6 +106,10 @@ def main() -> None:
                # The scorer's training budget for a night on 2 CPU cores (see BENCHMARKS.md), and no
                # Spark ALS baselines (they are compared in benchmarks/quality.py).
                "LMREC_TRAIN_EPOCHS": "3", "LMREC_TRAIN_EPOCH_SAMPLES": "1000000", "LMREC_TRAIN_ALS": "0"}
+        if args.fresh and home.exists():
+            for p in home.iterdir():
+                if p.name != "source":
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
         t0 = time.perf_counter()
         if not (src / "ratings.parquet").exists():
             counts = write_demo(src, users=int(FULL["users"] * f), items=int(FULL["items"] * f),
