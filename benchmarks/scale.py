@@ -93,6 +93,8 @@ def main() -> None:
     ap.add_argument("--root", default=str(REPO / "var" / "bench" / "scale"))
     ap.add_argument("--fresh", action="store_true", help="delete each size's warehouse, MLflow store and logs "
                     "first (the generated source is kept), so night 1 is a first night")
+    ap.add_argument("--resume", action="store_true", help="keep the warehouse and skip the night-1 jobs that "
+                    "results.json records as done for this size (after a failed job was fixed)")
     args = ap.parse_args()
     from jobs.demo_data import write_demo
 
@@ -118,7 +120,11 @@ def main() -> None:
             counts = {"ratings": len(pd.read_parquet(src / "ratings.parquet", columns=["user_id"]))}
         print(f"[{label}] source {counts} ({time.perf_counter() - t0:.0f}s)", flush=True)
         rows = []
+        done = {r["job"]: r for r in results.get(label, {}).get("night1", []) if r["ok"]} if args.resume else {}
         for name in JOBS:
+            if name in done and len(rows) == JOBS.index(name):  # only a prefix of finished jobs is kept
+                rows.append({**done[name], "resumed": True})
+                continue
             r = run_job(name, D, env, home / "jobs.log")
             rows.append(r)
             print(f"[{label}] night 1 {r}", flush=True)
