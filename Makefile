@@ -86,7 +86,7 @@ bench: venv
 	$(BIN)/python benchmarks/embedding.py
 	$(BIN)/python benchmarks/scoring.py
 
-# The scale benchmark (1M, 5M, 25M ratings; about two hours on 2 cores): benchmarks/results/scale.md
+# The scale benchmark (1M, 5M, 25M ratings and the 25M next night; about 2.5 hours on 2 cores): benchmarks/results/scale.md
 bench-scale: venv
 	$(BIN)/python benchmarks/scale.py --fresh --sizes 1M,5M,25M --next-night 25M
 
