@@ -86,8 +86,11 @@ def ease_matrix(X: sp.csr_matrix, lam: float = 500.0, max_items: int = 20_000) -
     return P.astype(np.float32, order="C"), active
 
 
-def ease_score_fn(B: np.ndarray, active: np.ndarray, X: sp.csr_matrix, n_items: int):
-    """score(users) of an EASE matrix ``B`` over ``active`` items for the histories in ``X``."""
+def fit_ease(train, n_users, n_items, *, lam: float = 300.0):
+    """EASE with the same λ as the scorer's EASE component (ScorerConfig.ease_lambda), so the
+    comparison isolates what the rest of the scorer adds."""
+    X = interactions(train, n_users, n_items)
+    B, active = ease_matrix(X, lam)
 
     def score(users):
         out = np.zeros((len(users), n_items), dtype=np.float32)
@@ -95,13 +98,6 @@ def ease_score_fn(B: np.ndarray, active: np.ndarray, X: sp.csr_matrix, n_items: 
         return out
 
     return score
-
-
-def fit_ease(train, n_users, n_items, *, lam: float = 300.0):
-    """EASE with the same λ as the scorer's EASE component (ScorerConfig.ease_lambda), so the
-    comparison isolates what the rest of the scorer adds."""
-    X = interactions(train, n_users, n_items)
-    return ease_score_fn(*ease_matrix(X, lam), X, n_items)
 
 
 def fit_text_only(user_vectors: np.ndarray, item_vectors: np.ndarray):

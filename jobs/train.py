@@ -55,6 +55,12 @@ def als_score_fn(spark, train: pd.DataFrame, n_items: int, *, implicit: bool, ra
     return score, predict
 
 
+def _ease_part(params, X, n_items: int):
+    """The scorer's EASE component alone (γ = 1, no neural part): EASE fitted on the same split."""
+    ease = dataclasses.replace(params, alpha=0.0, gamma=1.0)
+    return lambda users: ease.ease_scores(X[users], n_items)
+
+
 def evaluate_all(spark, data, train: pd.DataFrame, val: pd.DataFrame, params, *, k: int = 10, with_als: bool = True,
                  params_lambda: float = 300.0):
     """Metrics of the scorer and every baseline on one split. Returns {model: metrics}."""
@@ -75,7 +81,7 @@ def evaluate_all(spark, data, train: pd.DataFrame, val: pd.DataFrame, params, *,
         "scorer": lambda: make_score_fn(params, H, X, data.item_text, data.user_text, n_i),
         "popularity": lambda: B.fit_popularity(train, n_u, n_i),
         "item_knn": lambda: B.fit_item_knn(train, n_u, n_i),
-        "ease": lambda: B.ease_score_fn(params.ease_B, params.ease_items, X, n_i) if len(params.ease_items)
+        "ease": lambda: _ease_part(params, X, n_i) if len(params.ease_items)
         else B.fit_ease(train, n_u, n_i, lam=params_lambda),
         "text_only": lambda: B.fit_text_only(text_users, data.item_text),
     }

@@ -68,12 +68,13 @@ def test_seeded_training_is_reproducible(demo):
 
 def test_scorer_ease_part_is_the_ease_baseline(demo):
     """train's EASE baseline reuses the scorer's EASE matrix (same split, same λ) instead of a refit."""
-    from jobs.baselines import ease_score_fn, fit_ease
+    from jobs.baselines import fit_ease
+    from jobs.train import _ease_part
 
     df, T, nU, nI = demo
     params, _ = _fit(df, T, nU, nI, epochs=1)
     users = np.arange(nU)
-    reused = ease_score_fn(params.ease_B, params.ease_items, interactions(df, nU, nI), nI)(users)
+    reused = _ease_part(params, interactions(df, nU, nI), nI)(users)
     np.testing.assert_allclose(reused, fit_ease(df, nU, nI, lam=ScorerConfig().ease_lambda)(users), atol=1e-6)
 
 
