@@ -18,8 +18,11 @@ the reason are logged and set as tags on the candidate's model version.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import logging
+import shutil
+import tempfile
 
 import numpy as np
 
@@ -37,6 +40,14 @@ def _version(client, alias):
         return client.get_model_version_by_alias(S.MODEL_NAME, alias)
     except MlflowException:
         return None
+
+
+def _load(mlflow, version: str):
+    """The pyfunc of ``version``, its artifacts copied into a folder that is deleted at exit (its
+    parts are read on first use; at 20k EASE items each parameter set is 1.6 GB)."""
+    tmp = tempfile.mkdtemp(prefix=f"lmrec-gate-v{version}-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    return mlflow.pyfunc.load_model(f"models:/{S.MODEL_NAME}/{version}", dst_path=tmp).unwrap_python_model()
 
 
 def _ndcg(params, data, train, rows):
@@ -88,14 +99,14 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -
     data = load_training_data(spark, cfg, cand_date)
     train, val = random_split(data.ratings, VAL_RATIO, seed=scorer_config(cfg).seed)
     val = sample_users(val[val[S.COL_USER_IDX].isin(train[S.COL_USER_IDX])])
-    cand_model = mlflow.pyfunc.load_model(f"models:/{S.MODEL_NAME}/{cand.version}").unwrap_python_model()
+    cand_model = _load(mlflow, cand.version)
     rows, champ_ndcg, protocol = val, None, "first version"
     if champ_date is not None and cand_date < champ_date:
         promote, reason = False, f"candidate data date {cand_date} is older than the champion's {champ_date}"
         cand_ndcg = pop_ndcg = None
     else:
         if champ is not None:
-            champ_model = mlflow.pyfunc.load_model(f"models:/{S.MODEL_NAME}/{champ.version}").unwrap_python_model()
+            champ_model = _load(mlflow, champ.version)
             cutoff = np.datetime64(champ_date + dt.timedelta(days=1))
             after = val[val[S.COL_EVENT_TS].to_numpy() >= cutoff]
             if champ_date == cand_date:

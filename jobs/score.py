@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import tempfile
+import time
 
 import numpy as np
 import pandas as pd
@@ -31,6 +33,23 @@ def top_k_block(scores: np.ndarray, k: int, item_idx: np.ndarray) -> tuple[np.nd
     cols, vals = top_k(scores, k, item_idx)
     cols[~np.isfinite(vals)] = -1
     return cols, vals
+
+
+def _rows(users: np.ndarray, hists: list, cols: np.ndarray, vals: np.ndarray, ids: np.ndarray, Inorm: np.ndarray):
+    """One block's output rows: the valid (``cols >= 0``, a prefix of each row) top-k entries,
+    ranked from 1, each with the history item most similar to it (``because``; null without history)."""
+    valid = cols >= 0
+    because = np.full(cols.shape, -1, dtype=np.int64)
+    for r, h in enumerate(hists):
+        c = cols[r][valid[r]]
+        if len(h) and len(c):
+            h = np.asarray(h, dtype=np.int64)
+            because[r, : len(c)] = h[(Inorm[c] @ Inorm[h].T).argmax(1)]
+    b = because[valid]
+    return pd.DataFrame({S.COL_USER: np.repeat(users, valid.sum(1)),
+                         S.COL_RANK: np.broadcast_to(np.arange(1, cols.shape[1] + 1, dtype=np.int32), cols.shape)[valid],
+                         S.COL_ITEM: ids[cols[valid]], S.COL_SCORE: vals[valid].astype(np.float64),
+                         S.COL_BECAUSE: np.where(b >= 0, ids[np.maximum(b, 0)], None)})
 
 
 def score_partitions(bc, k: int):
@@ -56,19 +75,7 @@ def score_partitions(bc, k: int):
                 for r, h in enumerate(hists):
                     scores[r, np.asarray(h, dtype=np.int64)] = -np.inf  # seen by D
                 cols, vals = top_k_block(scores, k, m["item_order"])
-                rows = []
-                for r, (uid, h) in enumerate(zip(b[S.COL_USER], hists)):
-                    c = cols[r][cols[r] >= 0]
-                    because = [None] * len(c)
-                    if len(h) and len(c):
-                        h = np.asarray(h, dtype=np.int64)
-                        best = (Inorm[c] @ Inorm[h].T).argmax(1)  # most similar history item
-                        because = ids[h[best]].tolist()
-                    rows.append(pd.DataFrame({S.COL_USER: uid, S.COL_RANK: np.arange(1, len(c) + 1, dtype=np.int32),
-                                              S.COL_ITEM: ids[c], S.COL_SCORE: vals[r][: len(c)].astype(np.float64),
-                                              S.COL_BECAUSE: because}))
-                if rows:
-                    yield pd.concat(rows, ignore_index=True)
+                yield _rows(b[S.COL_USER].to_numpy(), hists, cols, vals, ids, Inorm)
 
     return fn
 
@@ -84,8 +91,12 @@ def _champion(cfg: Settings):
         mv = mlflow.MlflowClient().get_model_version_by_alias(S.MODEL_NAME, S.ALIAS_CHAMPION)
     except MlflowException:
         return None, None
-    model = mlflow.pyfunc.load_model(f"models:/{S.MODEL_NAME}@{S.ALIAS_CHAMPION}").unwrap_python_model()
-    return str(mv.version), model.params
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="lmrec-champion-") as tmp:  # the copy is gone once read
+        params = mlflow.pyfunc.load_model(f"models:/{S.MODEL_NAME}/{mv.version}", dst_path=tmp).unwrap_python_model().params
+    log.info("score: loaded %s version %s (alias %s) in %.1fs", S.MODEL_NAME, mv.version, S.ALIAS_CHAMPION,
+             time.perf_counter() - t0)
+    return str(mv.version), params
 
 
 def active_users(spark, cfg, run_date):
@@ -111,7 +122,10 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
     if not 1 <= top_k <= S.MAX_K:
         raise ValueError(f"top_k must be between 1 and {S.MAX_K}, got {top_k}")
     version, params = _champion(cfg)
+    t0 = time.perf_counter()
     data = load_training_data(spark, cfg, run_date)
+    log.info("score %s: read %d ratings, %d users, %d items in %.1fs", run_date, len(data.ratings), data.n_users,
+             data.n_items, time.perf_counter() - t0)
     ratings = data.ratings
     catalogue = read_table(spark, cfg, S.ITEMS_RAW, run_date).select(S.COL_ITEM).toPandas()[S.COL_ITEM]
     pos = {t: i for i, t in enumerate(data.item_ids)}
@@ -132,6 +146,7 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
     modelled = np.zeros(len(uidx), dtype=bool) if params is None else (has_hist | has_text)
     parts = []
     if modelled.any():
+        t0 = time.perf_counter()
         mu_idx = uidx[modelled]
         H = history_weights(ratings, data.n_users, data.n_items, rating_max=data.rating_max, recency_weight=params.recency_weight)
         U, _ = params.user_factors(mu_idx, H[mu_idx], data.item_text, data.user_text[mu_idx])
@@ -148,6 +163,8 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
         pdf = pd.DataFrame({S.COL_USER: users[modelled].to_numpy(), "u": list(U), "hist": hist})
         sdf = spark.createDataFrame(pdf, "user_id string, u array<float>, hist array<long>")
         n_parts = max(1, -(-len(pdf) // USERS_PER_PARTITION))
+        log.info("score %s: user and item factors, histories and broadcast in %.1fs; scoring %d users in %d "
+                 "partitions", run_date, time.perf_counter() - t0, len(pdf), n_parts)
         parts.append(sdf.repartition(n_parts).mapInPandas(score_partitions(bc, top_k), schema)
                      .withColumn(S.COL_MODEL_VERSION, F.lit(version)))
     if (~modelled).any():
@@ -172,7 +189,10 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, t
 
     k = top_k or cfg.top_k
     recs, version = build_recommendations(spark, cfg, run_date, top_k=k)
+    t0 = time.perf_counter()
     write_partition(recs, cfg, S.RECOMMENDATIONS_STAGING, run_date)
+    log.info("score %s: scored and wrote %s partition in %.1fs", run_date, S.RECOMMENDATIONS_STAGING,
+             time.perf_counter() - t0)
     staged = read_table(spark, cfg, S.RECOMMENDATIONS_STAGING, run_date)
     n_rows, n_users = staged.count(), staged.select(S.COL_USER).distinct().count()
     log.info("score %s: staged %d rows for %d users (model version %s)", run_date, n_rows, n_users, version)

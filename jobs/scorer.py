@@ -135,7 +135,9 @@ class ScorerParams:
 
     def to_npz(self, path) -> None:
         arrays = {k: np.asarray(v) for k, v in asdict(self).items() if k != "extra"}
-        np.savez_compressed(path, **arrays)
+        # Uncompressed: at 20k EASE items zlib took 150 s to write and 26 s to read the 1.6 GB
+        # float matrix (which it shrank by 7%); plain .npz writes in 6 s and reads in 4 s.
+        np.savez(path, **arrays)
 
     @classmethod
     def from_npz(cls, path) -> "ScorerParams":

@@ -103,10 +103,16 @@ def get_spark(cfg: Settings | None = None, app_name: str = "lmrec", *, gpu: bool
         return active
     cfg = cfg or Settings.from_env()
     os.environ.setdefault("PYSPARK_PYTHON", _python())
+    from filelock import FileLock
+
     builder = SparkSession.builder
     for key, value in spark_conf(cfg, app_name, gpu=gpu).items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    # The JVM resolves spark.jars.packages into the shared Ivy cache as it starts; two jobs doing
+    # that at once (a backfill's parallel runs on a fresh machine) corrupt each other's downloads.
+    Path(cfg.ivy_cache).mkdir(parents=True, exist_ok=True)
+    with FileLock(str(Path(cfg.ivy_cache) / ".lmrec-resolve.lock")):
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 

@@ -121,6 +121,17 @@ def _table(uri: str, s3: str | None = None) -> pd.DataFrame:
     return df[df[S.COL_RUN_DATE].astype(str) == str(D3)] if S.COL_RUN_DATE in df.columns else df
 
 
+def _completed_apps(status_url: str, wait_s: float = 60) -> list[str]:
+    """Names of the master's completed applications, once there is one or after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with urllib.request.urlopen(status_url, timeout=5) as r:
+            names = [a["name"] for a in json.load(r)["completedapps"]]
+        if names or time.monotonic() > deadline:
+            return names
+        time.sleep(1)
+
+
 def test_standalone_cluster_on_object_storage_equals_local(tmp_path, demo_source, spark_cluster, s3_server):
     # Both runs at once (independent homes): most of their time is JVM and Delta latency, not CPU.
     local_run = _start_jobs(tmp_path / "local", demo_source, SPARK_MASTER="local[2]")
@@ -128,10 +139,9 @@ def test_standalone_cluster_on_object_storage_equals_local(tmp_path, demo_source
                               LMREC_WAREHOUSE="s3a://lmrec/warehouse", LMREC_S3_ENDPOINT=s3_server, **S3_KEYS)
     _wait(local_run, tmp_path / "local")
     _wait(cluster_run, tmp_path / "cluster")
-    # The jobs really ran as an application of the cluster, with executors on both workers.
-    with urllib.request.urlopen(spark_cluster["status"], timeout=5) as r:
-        status = json.load(r)
-    assert [a["name"] for a in status["completedapps"]] == ["lmrec-pipeline-" + str(D3)]
+    # The jobs really ran as an application of the cluster. The master moves an application to
+    # "completed" asynchronously after its driver exits, so poll for a while.
+    assert _completed_apps(spark_cluster["status"]) == ["lmrec-pipeline-" + str(D3)]
 
     local = str(tmp_path / "local" / "warehouse")
     for name, key in [(S.RATING_MATRIX, ["user_id", "item_id"]), (S.RECOMMENDATIONS, ["user_id", "rank"]),
