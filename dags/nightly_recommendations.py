@@ -9,12 +9,15 @@ text) into top-k recommendations in the Delta table `recommendations` (partition
 * **ingest** validates the source into bronze tables; bad rows go to `quarantine`.
 * **rating_matrix** builds the point-in-time ratings (events before D + 1 day, UTC) with stable ids.
 * **embed_items / embed_users** embed texts with a BERT-family encoder, only what changed.
-* **train** fits the scorer, evaluates it against baselines, registers `lmrec-scorer@candidate`.
+* **train** fits the scorer, evaluates it against baselines, registers `lmrec-scorer@candidate`;
+  under `retrain: auto` (default) it keeps a fresh champion instead (under a week old, new ratings
+  under 5% of those it saw, same text model) and the gate then changes nothing.
 * **gate** moves `champion` to the candidate only if it is at least as good; otherwise the run
   goes on with the old champion (the gate task's return value says `kept_champion`).
 * **score** + **validate** write top-k per user and publish them atomically after checks.
 
-Params: `source` (source directory), `top_k` (1–1000), `full_refresh` (re-embed every text).
+Params: `source` (source directory), `top_k` (1–1000), `full_refresh` (re-embed every text),
+`retrain` (`auto` | `always`).
 Every task only touches its own date's partition, so reruns, clears and backfills
 (`airflow backfill create --dag-id nightly_recommendations --from-date … --to-date …`) are safe,
 also with several runs at once. Runner: `LMREC_RUNNER=local` runs the jobs in the worker
@@ -63,7 +66,9 @@ def job_task(name: str):
                 if k not in ("spark.master", "spark.app.name")}
         return SparkSubmitOperator(application=str(JOBS_DIR / f"{name}.py"), conn_id="spark_default", conf=conf,
                                    application_args=["--date", "{{ ds }}", "--source", "{{ params.source }}",
-                                                     "--top-k", "{{ params.top_k }}"], name=f"lmrec-{name}", **common)
+                                                     "--top-k", "{{ params.top_k }}", "--retrain", "{{ params.retrain }}",
+                                                     "--full-refresh", "{{ params.full_refresh }}"],
+                                   name=f"lmrec-{name}", **common)
 
     @task(**common)
     def run_in_process(ds=None, params=None):
@@ -75,6 +80,8 @@ def job_task(name: str):
             kwargs["top_k"] = int(params["top_k"])
         if name in ("embed_items", "embed_users") and params.get("full_refresh"):
             kwargs["full_refresh"] = True
+        if name == "train" and params.get("retrain"):
+            kwargs["retrain"] = params["retrain"]
         result = run_job(name, dt.date.fromisoformat(ds), source=params["source"], **kwargs)
         return _reference(result)
 
@@ -108,6 +115,8 @@ def _reference(result):
         "source": Param(CFG.source, type="string", minLength=1, description="source directory (DESIGN.md source format)"),
         "top_k": Param(CFG.top_k, type="integer", minimum=1, maximum=S.MAX_K, description="recommendations per user"),
         "full_refresh": Param(False, type="boolean", description="re-embed every text, ignoring stored vectors"),
+        "retrain": Param(CFG.retrain, type="string", enum=["auto", "always"],
+                         description="auto: train only when the champion is stale (README, Retraining); always: train tonight"),
     },
 )
 def nightly_recommendations():

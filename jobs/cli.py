@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import inspect
 import logging
 import sys
 import time
@@ -40,6 +41,14 @@ def parse_date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
+def parse_bool(text: str) -> bool:
+    if text.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean (true/false): {text!r}")
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -56,6 +65,10 @@ def run_job(name: str, run_date: dt.date, *, cfg: Settings | None = None, spark=
     cfg = cfg or Settings.from_env()
     spark = spark or get_spark(cfg, app_name=f"lmrec-{name}-{run_date}", gpu=name in S.GPU_JOBS)
     module = importlib.import_module(JOBS[name])
+    # The command line's job options go to every job (spark-submit passes one argument list);
+    # each job takes those it has.
+    accepted = inspect.signature(module.run).parameters
+    kw = {k: v for k, v in kw.items() if k in accepted or k not in JOB_OPTIONS}
     t0 = time.perf_counter()  # wall-clock ok: duration only
     log.info("job %s for %s starting (warehouse %s)", name, run_date, cfg.warehouse)
     result = module.run(run_date, cfg=cfg, spark=spark, source=source, **kw)
@@ -68,12 +81,21 @@ def _job_parser(prog: str | None = None, parser: argparse.ArgumentParser | None 
     p.add_argument("--date", required=True, type=parse_date, help="logical date D (YYYY-MM-DD); the job sees events before D+1 day UTC")
     p.add_argument("--source", help="source directory (default: $LMREC_SOURCE, the demo catalogue)")
     p.add_argument("--top-k", type=int, default=None, help=f"recommendations per user (score; default $LMREC_TOP_K or {S.DEFAULT_K})")
+    p.add_argument("--retrain", choices=["auto", "always"], default=None,
+                   help="train: 'auto' trains only when the champion is stale (README, Retraining), 'always' "
+                        "trains tonight (default $LMREC_RETRAIN or auto)")
+    p.add_argument("--full-refresh", nargs="?", const=True, default=False, type=parse_bool, metavar="BOOL",
+                   help="embed_items, embed_users: re-embed every text")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
+JOB_OPTIONS = ("top_k", "retrain", "full_refresh")
+
+
 def _job_kwargs(args) -> dict:
-    return {"top_k": args.top_k} if args.top_k is not None else {}
+    kw = {"top_k": args.top_k, "retrain": args.retrain, "full_refresh": args.full_refresh or None}
+    return {k: v for k, v in kw.items() if v is not None}
 
 
 def job_entry(name: str, argv: list[str] | None = None) -> None:

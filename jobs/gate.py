@@ -13,7 +13,9 @@ train job's seed and ratio), ranking all items not in the user's training part, 
 The candidate is promoted when NDCG@10 >= champion - tolerance (``LMREC_GATE_TOLERANCE``, default
 0.005) and > popularity; the first version only has to beat popularity. A candidate trained on
 data older than the champion's (a backfill) is never promoted. The decision, both numbers and
-the reason are logged and set as tags on the candidate's model version.
+the reason are logged and set as tags on the candidate's model version. A candidate is judged
+once: on a night when train kept the champion (LMREC_RETRAIN=auto) the candidate alias still
+names a version judged before, and the gate changes nothing (``decision: unchanged``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ from jobs.settings import Settings
 
 log = logging.getLogger(__name__)
 MIN_USERS = 5  # fewer post-cutoff validation users than this: compare on the whole split
+
+
+def champion_version(client):
+    """The model version behind alias ``champion``, or None."""
+    return _version(client, S.ALIAS_CHAMPION)
 
 
 def _version(client, alias):
@@ -92,7 +99,11 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -
         raise RuntimeError(f"no {S.MODEL_NAME}@{S.ALIAS_CANDIDATE}: run the train job first")
     champ = _version(client, S.ALIAS_CHAMPION)
     if champ is not None and champ.version == cand.version:
-        return {"decision": "unchanged", "champion_version": champ.version, "reason": "candidate is the champion"}
+        return {"decision": "unchanged", "champion_version": str(champ.version), "reason": "candidate is the champion"}
+    if "gate.decision" in cand.tags:  # judged before (train kept the champion tonight, or a rerun)
+        return {"decision": "unchanged", "champion_version": str(champ.version) if champ is not None else None,
+                "reason": f"candidate version {cand.version} was judged on {cand.tags.get('gate.date')} "
+                          f"({cand.tags['gate.decision']}); no new candidate"}
     cand_date = dt.date.fromisoformat(cand.tags["run_date"])
     champ_date = dt.date.fromisoformat(champ.tags["run_date"]) if champ is not None else None
 
@@ -124,10 +135,10 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -
             "gate.candidate_ndcg_at_10": _fmt(cand_ndcg), "gate.popularity_ndcg_at_10": _fmt(pop_ndcg),
             "gate.champion_version": champ.version if champ is not None else "",
             "gate.champion_ndcg_at_10": _fmt(champ_ndcg)}
+    if promote:  # the alias first: a version carrying gate.decision counts as judged
+        client.set_registered_model_alias(S.MODEL_NAME, S.ALIAS_CHAMPION, cand.version)
     for k, v in tags.items():
         client.set_model_version_tag(S.MODEL_NAME, cand.version, k, v)
-    if promote:
-        client.set_registered_model_alias(S.MODEL_NAME, S.ALIAS_CHAMPION, cand.version)
     log.info("gate: %s version %s (%s); protocol: %s", decision, cand.version, reason, protocol)
     return {"decision": decision, "candidate_version": str(cand.version), "reason": reason,
             "champion_version": str(cand.version) if promote else (str(champ.version) if champ else None),

@@ -49,6 +49,9 @@ class Settings:
     optimize: bool = True  # LMREC_OPTIMIZE: compact D's recommendations partition after publishing
     train_processes: int = 1  # LMREC_TRAIN_PROCESSES: >1 refits with TorchDistributor (data parallel)
     train_als: bool = True  # LMREC_TRAIN_ALS: include the Spark ALS baselines in the train job
+    retrain: str = "auto"  # LMREC_RETRAIN: auto (train only when the champion is stale) | always
+    retrain_max_age_days: int = 7  # LMREC_RETRAIN_MAX_AGE_DAYS: auto retrains a champion this many days old
+    retrain_min_new: float = 0.05  # LMREC_RETRAIN_MIN_NEW: auto retrains once new ratings reach this fraction of the champion's
     task_retries: int = 2  # LMREC_TASK_RETRIES: Airflow retries per task (exponential backoff)
     runner: str = "local"  # LMREC_RUNNER: local (in-process) | spark-submit (Airflow)
     s3_endpoint: str = ""  # LMREC_S3_ENDPOINT: S3-compatible endpoint for s3a:// (MinIO, moto); empty = AWS

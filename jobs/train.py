@@ -158,17 +158,88 @@ def scorer_config(cfg: Settings):
     return sc
 
 
+RETRAIN_POLICIES = ("auto", "always")
+
+
+def retrain_decision(run_date: dt.date, *, policy: str, champion_date: dt.date | None, champion_text_model: str | None,
+                     text_model: str, seen: int, new: int, max_age_days: int, min_new: float) -> tuple[bool, str]:
+    """(train?, reason). ``auto`` trains when there is no champion, the text model changed, the
+    champion is ``max_age_days`` old, or the ratings after its data cutoff (``new``) reach
+    ``min_new`` of those it was trained on (``seen``); a champion newer than D (a backfill) is kept."""
+    if policy not in RETRAIN_POLICIES:
+        raise ValueError(f"LMREC_RETRAIN must be one of {', '.join(RETRAIN_POLICIES)}, got {policy!r}")
+    if policy == "always":
+        return True, "LMREC_RETRAIN=always"
+    if champion_date is None:
+        return True, "no champion yet"
+    if champion_date > run_date:
+        return False, (f"the champion was trained on data up to {champion_date}, after {run_date}: a candidate "
+                       f"for an earlier date is never promoted (LMREC_RETRAIN=always trains anyway)")
+    if champion_text_model != text_model:
+        return True, f"text model changed: champion {champion_text_model or 'unknown'}, now {text_model}"
+    age = (run_date - champion_date).days
+    frac = new / max(seen, 1)
+    if age >= max_age_days:
+        return True, f"the champion is {age} days old (LMREC_RETRAIN_MAX_AGE_DAYS={max_age_days})"
+    if frac >= min_new:
+        return True, (f"{new} ratings after the champion's cutoff, {frac:.1%} of the {seen} it was trained on "
+                      f"(LMREC_RETRAIN_MIN_NEW={min_new:g})")
+    return False, (f"the champion is {age} day(s) old and {new} new ratings are {frac:.2%} of the {seen} it was "
+                   f"trained on (< LMREC_RETRAIN_MIN_NEW={min_new:g}): score uses it on D's histories")
+
+
+def text_model_of(spark, cfg: Settings, run_date: dt.date) -> str:
+    """The text model id(s) of D's item vectors (what the scorer's text projections were fit to)."""
+    from jobs.io import read_table
+
+    rows = read_table(spark, cfg, S.ITEM_EMBEDDINGS, run_date).select(S.COL_MODEL_ID).distinct().collect()
+    return ",".join(sorted(r[0] for r in rows))
+
+
+def _should_train(spark, cfg: Settings, run_date: dt.date, policy: str) -> tuple[bool, str, str | None]:
+    """(train?, reason, champion version) under ``policy``; reads only MLflow tags and two counts."""
+    from pyspark.sql import functions as F
+
+    from jobs.gate import champion_version
+    from jobs.io import read_table
+
+    if policy == "always":
+        return retrain_decision(run_date, policy=policy, champion_date=None, champion_text_model=None, text_model="",
+                                seen=0, new=0, max_age_days=0, min_new=0) + (None,)
+    champ = champion_version(setup_mlflow(cfg).MlflowClient())
+    champ_date = dt.date.fromisoformat(champ.tags["run_date"]) if champ is not None else None
+    seen = new = 0
+    if champ_date is not None and champ_date <= run_date:
+        cutoff = dt.datetime.combine(champ_date + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+        after = F.col(S.COL_EVENT_TS) >= F.lit(cutoff)
+        row = read_table(spark, cfg, S.RATING_MATRIX, run_date).agg(
+            F.count(F.when(after, 1)).alias("new"), F.count(F.when(~after, 1)).alias("seen")).first()
+        seen, new = int(row["seen"]), int(row["new"])
+    go, reason = retrain_decision(run_date, policy=policy, champion_date=champ_date,
+                                  champion_text_model=champ.tags.get("text_model") if champ is not None else None,
+                                  text_model=text_model_of(spark, cfg, run_date), seen=seen, new=new,
+                                  max_age_days=cfg.retrain_max_age_days, min_new=cfg.retrain_min_new)
+    return go, reason, str(champ.version) if champ is not None else None
+
+
 def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, shuffle_ratings: bool = False,
-        with_als: bool | None = None) -> dict:
+        with_als: bool | None = None, retrain: str | None = None) -> dict:
     """Train, evaluate and register a candidate for ``run_date``; returns the run id, version
-    and validation metrics. ``shuffle_ratings`` trains on shuffled ratings (a broken model, for
-    testing the gate)."""
+    and validation metrics. Under the ``auto`` policy (``retrain`` or LMREC_RETRAIN) a fresh
+    champion is kept instead and the result says ``decision: skipped`` and why.
+    ``shuffle_ratings`` trains on shuffled ratings (a broken model, for testing the gate)."""
     from mlflow.models import infer_signature
 
     from jobs.evaluation import random_split, sample_users
     from jobs.model import LmrecScorer, load_training_data, save_state
     from jobs.scorer import fit_scorer
 
+    policy = "always" if shuffle_ratings else (retrain or cfg.retrain)
+    go, why, champ_version = _should_train(spark, cfg, run_date, policy)
+    if not go:
+        log.info("train %s: skipped, champion version %s kept: %s", run_date, champ_version, why)
+        return {"decision": "skipped", "reason": why, "version": None, "champion_version": champ_version}
+    log.info("train %s: training (%s)", run_date, why)
     mlflow = setup_mlflow(cfg)
     sc = scorer_config(cfg)
     with_als = cfg.train_als if with_als is None else with_als
@@ -224,14 +295,16 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         mv = mlflow.register_model(info.model_uri, S.MODEL_NAME)
         client = mlflow.MlflowClient()
         val_ndcg = results["scorer"]["ndcg_at_10"]
-        for key, value in {"run_date": str(run_date), "val_ndcg_at_10": f"{val_ndcg:.6f}",
+        for key, value in {"run_date": str(run_date), "val_ndcg_at_10": f"{val_ndcg:.6f}", "train_reason": why,
+                           "text_model": text_model_of(spark, cfg, run_date),
                            "popularity_ndcg_at_10": f"{results['popularity']['ndcg_at_10']:.6f}",
                            "best_epoch": str(history["best_epoch"]), "blend": json.dumps(history["blend"])}.items():
             client.set_model_version_tag(S.MODEL_NAME, mv.version, key, value)
         client.set_registered_model_alias(S.MODEL_NAME, S.ALIAS_CANDIDATE, mv.version)
         log.info("registered %s version %s (alias %s), validation NDCG@10 %.4f", S.MODEL_NAME, mv.version,
                  S.ALIAS_CANDIDATE, val_ndcg)
-        return {"run_id": run.info.run_id, "version": str(mv.version), "val_ndcg_at_10": val_ndcg,
+        return {"decision": "trained", "reason": why, "run_id": run.info.run_id, "version": str(mv.version),
+                "val_ndcg_at_10": val_ndcg,
                 "metrics": {n: {k: v for k, v in m.items() if not k.startswith("curve_")} for n, m in results.items()}}
 
 

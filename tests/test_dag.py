@@ -55,7 +55,7 @@ def test_dag_imports_nothing_heavy_and_wires_tasks(tmp_path):
     assert info["catchup"] is False and info["start"].startswith("1995")
     # The run for D starts after D ends (data interval = day D), never while D is still running.
     assert info["schedule"] == "CronDataIntervalTimetable" and info["cron"] == "0 0 * * *"
-    assert info["params"] == ["full_refresh", "source", "top_k"]
+    assert info["params"] == ["full_refresh", "retrain", "source", "top_k"]
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from jobs.cli import _job_kwargs, _job_parser
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
 INFRA = REPO / "infra"
@@ -190,6 +192,11 @@ def test_dag_in_spark_submit_mode_hands_each_job_its_spark_conf(tmp_path):
         assert t["op"] == "SparkSubmitOperator" and t["conn"] == "spark_default"
         assert Path(t["app"]) == REPO / "jobs" / f"{name}.py" and Path(t["app"]).exists()
         assert t["args"][:2] == ["--date", "{{ ds }}"]
+        # Rendered as Airflow would, the arguments parse with the jobs' own command line.
+        values = {"{{ ds }}": "2024-06-30", "{{ params.source }}": "/data/src", "{{ params.top_k }}": "10",
+                  "{{ params.retrain }}": "auto", "{{ params.full_refresh }}": "False"}
+        args = _job_parser().parse_args([values.get(a, a) for a in t["args"]])
+        assert _job_kwargs(args) == {"top_k": 10, "retrain": "auto"} and args.source == "/data/src"
         packages = t["conf"]["spark.jars.packages"]
         assert "io.delta:delta-spark_" in packages and "org.apache.hadoop:hadoop-aws:" in packages
         gpu = "spark.executor.resource.gpu.amount" in t["conf"]

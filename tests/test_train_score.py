@@ -64,9 +64,20 @@ def test_train_gate_score_validate(spark, pipeline):
     assert g2["decision"] == "kept_champion" and g2["champion_version"] == res["version"]
     tags = client.get_model_version(S.MODEL_NAME, bad["version"]).tags
     assert tags["gate.decision"] == "kept_champion" and tags["gate.champion_ndcg_at_10"]
+    assert tags["text_model"] == read_table(spark, cfg, S.ITEM_EMBEDDINGS, D3).first()[S.COL_MODEL_ID]
+    # A candidate is judged once: the gate again changes nothing.
+    again = gate.run(D3, cfg=cfg, spark=spark)
+    assert again["decision"] == "unchanged" and "kept_champion" in again["reason"]
+
+    # Under LMREC_RETRAIN=auto a champion trained on D's data is kept: nothing new is registered.
+    kept = train.run(D3, cfg=cfg, spark=spark)
+    assert kept["decision"] == "skipped" and kept["version"] is None and kept["champion_version"] == res["version"]
+    assert "0 new ratings" in kept["reason"]
+    assert str(client.get_model_version_by_alias(S.MODEL_NAME, S.ALIAS_CANDIDATE).version) == bad["version"]
 
     # A good one, trained the same way, is promoted (equal within the tolerance).
-    good = train.run(D3, cfg=cfg, spark=spark, with_als=False)
+    good = train.run(D3, cfg=cfg, spark=spark, with_als=False, retrain="always")
+    assert good["decision"] == "trained" and good["reason"] == "LMREC_RETRAIN=always"
     assert gate.run(D3, cfg=cfg, spark=spark)["decision"] == "promoted"
 
     # Scoring uses the champion; every row records it; checks pass and D is published.
@@ -145,3 +156,25 @@ def test_top_k_block_equals_bruteforce():
         ref = sorted(range(30), key=lambda i: (-scores[r, i], i))[:7]
         assert cols[r].tolist() == ref
         assert (np.diff(vals[r]) <= 0).all()
+
+
+def test_block_rows_equal_per_user_rows():
+    """score's vectorised rows of a block = the rows built user by user (ranks, padding, because)."""
+    rng = np.random.default_rng(1)
+    n, k = 50, 5
+    ids = np.array([f"i{j}" for j in range(n)], dtype=object)
+    Inorm = rng.standard_normal((n, 8)).astype(np.float32)
+    scores = rng.standard_normal((7, n)).astype(np.float32)
+    scores[3, 4:] = -np.inf  # fewer than k candidates
+    hists = [rng.choice(n, rng.integers(1, 6), replace=False) for _ in range(7)]
+    hists[2] = np.array([], dtype=np.int64)  # text-only user: no because
+    cols, vals = score.top_k_block(scores, k, np.arange(n))
+    users = np.array([f"u{r}" for r in range(7)], dtype=object)
+    got = score._rows(users, hists, cols, vals, ids, Inorm)
+    expect = []
+    for r, h in enumerate(hists):
+        c = cols[r][cols[r] >= 0]
+        because = [ids[h[np.argmax([Inorm[i] @ Inorm[j] for j in h])]] for i in c] if len(h) else [None] * len(c)
+        expect += [(users[r], rank + 1, ids[i], float(vals[r][rank]), because[rank]) for rank, i in enumerate(c)]
+    assert list(got.itertuples(index=False, name=None)) == expect
+    assert (got[got[S.COL_USER] == "u3"][S.COL_RANK] == [1, 2, 3, 4]).all()
