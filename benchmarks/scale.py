@@ -172,11 +172,13 @@ def report(results: dict) -> str:
         if "night2" in results[l]:
             n1 = {r["job"]: r["seconds"] for r in results[l]["night1"]}
             n2 = {r["job"]: r["seconds"] for r in results[l]["night2"]}
+            peak2 = {r["job"]: r["peak_gib"] for r in results[l]["night2"]}
             lines += ["", f"## {l}: the next night ({results[l]['night2_changes']})", "",
-                      "| job | night 1 s | next night s | ratio |", "|---|---|---|---|"]
+                      "| job | night 1 s | next night s (peak GiB) | ratio |", "|---|---|---|---|"]
             for name in JOBS:
                 if name in n2:
-                    lines.append(f"| {name} | {n1[name]:.0f} | {n2[name]:.0f} | {n2[name] / max(n1[name], 1e-9):.2f} |")
+                    lines.append(f"| {name} | {n1[name]:.0f} | {n2[name]:.0f} ({peak2[name]:.1f}) | "
+                                 f"{n2[name] / max(n1[name], 1e-9):.2f} |")
             both = [j for j in JOBS if j in n2]
             t1, t2 = sum(n1[j] for j in both), sum(n2[j] for j in both)
             label_total = "**total**" if len(both) == len(JOBS) else f"**total of the {len(both)} jobs run**"
