@@ -203,3 +203,30 @@ def test_dag_in_spark_submit_mode_hands_each_job_its_spark_conf(tmp_path):
         assert gpu == (name in ("embed_items", "embed_users", "train")), name
         assert ("spark.kubernetes.executor.container.image" in t["conf"]) == gpu
         assert "spark.master" not in t["conf"]  # the connection decides where the job runs
+
+
+def test_job_options_reach_only_the_jobs_that_take_them(monkeypatch, tmp_path):
+    """spark-submit hands every job the same arguments (--top-k, --retrain, --full-refresh): each
+    job gets those its ``run`` takes; any other keyword is still an error."""
+    import datetime as dt
+    import types
+
+    from jobs import cli
+    from tests.conftest import make_cfg
+
+    seen = {}
+    fake = types.ModuleType("lmrec_fake_job")
+
+    def run(run_date, *, cfg, spark, source=None, top_k=None):
+        seen.update(run_date=run_date, top_k=top_k)
+        return "done"
+
+    fake.run = run
+    monkeypatch.setitem(sys.modules, "lmrec_fake_job", fake)
+    monkeypatch.setitem(cli.JOBS, "fake", "lmrec_fake_job")
+    day = dt.date(2024, 6, 30)
+    cfg = make_cfg(tmp_path)
+    assert cli.run_job("fake", day, cfg=cfg, spark=object(), top_k=5, retrain="always", full_refresh=True) == "done"
+    assert seen == {"run_date": day, "top_k": 5}
+    with pytest.raises(TypeError, match="typo"):
+        cli.run_job("fake", day, cfg=cfg, spark=object(), typo=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -74,6 +76,15 @@ def test_train_gate_score_validate(spark, pipeline):
     assert kept["decision"] == "skipped" and kept["version"] is None and kept["champion_version"] == res["version"]
     assert "0 new ratings" in kept["reason"]
     assert str(client.get_model_version_by_alias(S.MODEL_NAME, S.ALIAS_CANDIDATE).version) == bad["version"]
+    # Had the champion been trained on the day before, D's own ratings (after its cutoff, UTC) are new.
+    client.set_model_version_tag(S.MODEL_NAME, res["version"], "run_date", str(D3 - dt.timedelta(days=1)))
+    try:
+        go, why, _ = train._should_train(spark, cfg, D3, "auto")
+    finally:
+        client.set_model_version_tag(S.MODEL_NAME, res["version"], "run_date", str(D3))
+    ts = read_table(spark, cfg, S.RATING_MATRIX, D3).select(S.COL_EVENT_TS).toPandas()[S.COL_EVENT_TS]
+    n_new = int((ts >= pd.Timestamp(D3)).sum())
+    assert go and 0 < n_new < len(ts) and why.startswith(f"{n_new} ratings after the champion's cutoff")
 
     # A good one, trained the same way, is promoted (equal within the tolerance).
     good = train.run(D3, cfg=cfg, spark=spark, with_als=False, retrain="always")
