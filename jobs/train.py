@@ -161,8 +161,9 @@ def scorer_config(cfg: Settings):
 RETRAIN_POLICIES = ("auto", "always")
 
 
-def retrain_decision(run_date: dt.date, *, policy: str, champion_date: dt.date | None, champion_text_model: str | None,
-                     text_model: str, seen: int, new: int, max_age_days: int, min_new: float) -> tuple[bool, str]:
+def retrain_decision(run_date: dt.date, *, policy: str, champion_date: dt.date | None = None,
+                     champion_text_model: str | None = None, text_model: str = "", seen: int = 0, new: int = 0,
+                     max_age_days: int = 7, min_new: float = 0.05) -> tuple[bool, str]:
     """(train?, reason). ``auto`` trains when there is no champion, the text model changed, the
     champion is ``max_age_days`` old, or the ratings after its data cutoff (``new``) reach
     ``min_new`` of those it was trained on (``seen``); a champion newer than D (a backfill) is kept."""
@@ -197,15 +198,15 @@ def text_model_of(spark, cfg: Settings, run_date: dt.date) -> str:
 
 
 def _should_train(spark, cfg: Settings, run_date: dt.date, policy: str) -> tuple[bool, str, str | None]:
-    """(train?, reason, champion version) under ``policy``; reads only MLflow tags and two counts."""
+    """(train?, reason, champion version) under ``policy``; reads the champion's MLflow tags, one
+    count over D's rating matrix and the model id of D's item vectors."""
     from pyspark.sql import functions as F
 
     from jobs.gate import champion_version
     from jobs.io import read_table
 
-    if policy == "always":
-        return retrain_decision(run_date, policy=policy, champion_date=None, champion_text_model=None, text_model="",
-                                seen=0, new=0, max_age_days=0, min_new=0) + (None,)
+    if policy != "auto":  # 'always' needs nothing more; an unknown policy is refused by name
+        return (*retrain_decision(run_date, policy=policy), None)
     champ = champion_version(setup_mlflow(cfg).MlflowClient())
     champ_date = dt.date.fromisoformat(champ.tags["run_date"]) if champ is not None else None
     seen = new = 0
