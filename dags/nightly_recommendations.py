@@ -75,14 +75,10 @@ def job_task(name: str):
         from jobs.cli import run_job, setup_logging
 
         setup_logging()
-        kwargs = {}
-        if name in ("score",):
-            kwargs["top_k"] = int(params["top_k"])
-        if name in ("embed_items", "embed_users") and params.get("full_refresh"):
-            kwargs["full_refresh"] = True
-        if name == "train" and params.get("retrain"):
-            kwargs["retrain"] = params["retrain"]
-        result = run_job(name, dt.date.fromisoformat(ds), source=params["source"], **kwargs)
+        # The run's options go to every task, as spark-submit's arguments do; run_job hands each
+        # job those its run() takes (score and validate top_k, train retrain, embedding full_refresh).
+        result = run_job(name, dt.date.fromisoformat(ds), source=params["source"], top_k=int(params["top_k"]),
+                         retrain=params.get("retrain", CFG.retrain), full_refresh=bool(params.get("full_refresh")))
         return _reference(result)
 
     return run_in_process()

@@ -13,7 +13,7 @@ import time
 
 from jobs import analyst
 from jobs import schema as S
-from jobs.settings import Settings
+from jobs.settings import FALSE_WORDS, TRUE_WORDS, Settings
 
 # Job name -> module. Order is the pipeline's order (the DAG wires the same names).
 JOBS = {
@@ -42,9 +42,9 @@ def parse_date(text: str) -> dt.date:
 
 
 def parse_bool(text: str) -> bool:
-    if text.strip().lower() in ("1", "true", "yes", "on"):
+    if text.strip().lower() in TRUE_WORDS:
         return True
-    if text.strip().lower() in ("0", "false", "no", "off"):
+    if text.strip().lower() in FALSE_WORDS:
         return False
     raise argparse.ArgumentTypeError(f"not a boolean (true/false): {text!r}")
 

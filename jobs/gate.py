@@ -20,11 +20,8 @@ names a version judged before, and the gate changes nothing (``decision: unchang
 
 from __future__ import annotations
 
-import atexit
 import datetime as dt
 import logging
-import shutil
-import tempfile
 
 import numpy as np
 
@@ -33,28 +30,6 @@ from jobs.settings import Settings
 
 log = logging.getLogger(__name__)
 MIN_USERS = 5  # fewer post-cutoff validation users than this: compare on the whole split
-
-
-def champion_version(client):
-    """The model version behind alias ``champion``, or None."""
-    return _version(client, S.ALIAS_CHAMPION)
-
-
-def _version(client, alias):
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(S.MODEL_NAME, alias)
-    except MlflowException:
-        return None
-
-
-def _load(mlflow, version: str):
-    """The pyfunc of ``version``, its artifacts copied into a folder that is deleted at exit (its
-    parts are read on first use; at 20k EASE items each parameter set is 1.6 GB)."""
-    tmp = tempfile.mkdtemp(prefix=f"lmrec-gate-v{version}-")
-    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-    return mlflow.pyfunc.load_model(f"models:/{S.MODEL_NAME}/{version}", dst_path=tmp).unwrap_python_model()
 
 
 def _ndcg(params, data, train, rows):
@@ -89,15 +64,15 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -
 
     from jobs.baselines import fit_popularity
     from jobs.evaluation import random_split, ranking_metrics, sample_users
-    from jobs.model import load_training_data
+    from jobs.model import load_params, load_training_data, version_by_alias
     from jobs.train import VAL_RATIO, scorer_config, setup_mlflow
 
     mlflow = setup_mlflow(cfg)
     client = mlflow.MlflowClient()
-    cand = _version(client, S.ALIAS_CANDIDATE)
+    cand = version_by_alias(client, S.ALIAS_CANDIDATE)
     if cand is None:
         raise RuntimeError(f"no {S.MODEL_NAME}@{S.ALIAS_CANDIDATE}: run the train job first")
-    champ = _version(client, S.ALIAS_CHAMPION)
+    champ = version_by_alias(client, S.ALIAS_CHAMPION)
     if champ is not None and champ.version == cand.version:
         return {"decision": "unchanged", "champion_version": str(champ.version), "reason": "candidate is the champion"}
     if "gate.decision" in cand.tags:  # judged before (train kept the champion tonight, or a rerun)
@@ -110,24 +85,22 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -
     data = load_training_data(spark, cfg, cand_date)
     train, val = random_split(data.ratings, VAL_RATIO, seed=scorer_config(cfg).seed)
     val = sample_users(val[val[S.COL_USER_IDX].isin(train[S.COL_USER_IDX])])
-    cand_model = _load(mlflow, cand.version)
     rows, champ_ndcg, protocol = val, None, "first version"
     if champ_date is not None and cand_date < champ_date:
         promote, reason = False, f"candidate data date {cand_date} is older than the champion's {champ_date}"
         cand_ndcg = pop_ndcg = None
     else:
         if champ is not None:
-            champ_model = _load(mlflow, champ.version)
             cutoff = np.datetime64(champ_date + dt.timedelta(days=1))
             after = val[val[S.COL_EVENT_TS].to_numpy() >= cutoff]
             if champ_date == cand_date:
-                protocol, champ_params = "same date: validation-trained models on one split", champ_model.val_params
+                protocol, champ_params = "same date: validation-trained models on one split", load_params(champ.version, "val_params")
             elif after[S.COL_USER_IDX].nunique() >= MIN_USERS:
-                protocol, champ_params, rows = "champion refit model on ratings after its cutoff", champ_model.params, after
+                protocol, champ_params, rows = "champion refit model on ratings after its cutoff", load_params(champ.version), after
             else:
-                protocol, champ_params = "too few ratings after the champion's cutoff: validation-trained models", champ_model.val_params
+                protocol, champ_params = "too few ratings after the champion's cutoff: validation-trained models", load_params(champ.version, "val_params")
             champ_ndcg = _ndcg(champ_params, data, train, rows)
-        cand_ndcg = _ndcg(cand_model.val_params, data, train, rows)
+        cand_ndcg = _ndcg(load_params(cand.version, "val_params"), data, train, rows)
         pop_ndcg = ranking_metrics(fit_popularity(train, data.n_users, data.n_items), train, rows, data.n_items, k=10)["ndcg_at_10"]
         promote, reason = decide(cand_ndcg, champ_ndcg, pop_ndcg, cfg.gate_tolerance)
     decision = "promoted" if promote else "kept_champion"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import tempfile
 from dataclasses import dataclass
 
 import mlflow.pyfunc
@@ -117,29 +118,42 @@ class LmrecScorer(mlflow.pyfunc.PythonModel):
                 "user_pos": {u: i for i, u in enumerate(z["user_ids"]) if u},
                 "item_pos": {t: i for i, t in enumerate(z["item_ids"]) if t}}
 
-    H = property(lambda self: self._state["H"])
-    X = property(lambda self: self._state["X"])
-    item_text = property(lambda self: self._state["item_text"])
-    user_text = property(lambda self: self._state["user_text"])
-    user_pos = property(lambda self: self._state["user_pos"])
-    item_pos = property(lambda self: self._state["item_pos"])
-
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         missing = [c for c in (S.COL_USER, S.COL_ITEM) if c not in model_input.columns]
         if missing:
             raise ValueError(f"lmrec-scorer: input is missing column(s) {', '.join(missing)}")
-        u = model_input[S.COL_USER].astype(str).map(self.user_pos)
-        i = model_input[S.COL_ITEM].astype(str).map(self.item_pos)
+        st = self._state
+        u = model_input[S.COL_USER].astype(str).map(st["user_pos"])
+        i = model_input[S.COL_ITEM].astype(str).map(st["item_pos"])
         ok = (u.notna() & i.notna()).to_numpy()
         score = np.full(len(model_input), np.nan)
         rating = np.full(len(model_input), np.nan)
         if ok.any():
             uu, ii = u[ok].astype(int).to_numpy(), i[ok].astype(int).to_numpy()
             p = self.params
-            U, bu = p.user_factors(uu, self.H[uu], self.item_text, self.user_text[uu])
-            I, beta, bi = p.item_factors(ii, self.item_text[ii])
+            U, bu = p.user_factors(uu, st["H"][uu], st["item_text"], st["user_text"][uu])
+            I, beta, bi = p.item_factors(ii, st["item_text"][ii])
             dot = (U * I).sum(1)
-            ease = p.ease_scores(self.X[uu], self.X.shape[1])[np.arange(len(ii)), ii]
+            ease = p.ease_scores(st["X"][uu], st["X"].shape[1])[np.arange(len(ii)), ii]
             score[ok] = p.alpha * (dot + beta) + ease
             rating[ok] = np.clip(p.mu + bu + bi + dot, 0, p.rating_max)
         return pd.DataFrame({S.COL_SCORE: score, S.COL_RATING: rating})
+
+
+def version_by_alias(client, alias: str):
+    """The model version of ``lmrec-scorer`` behind ``alias``, or None when the alias is not set."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(S.MODEL_NAME, alias)
+    except MlflowException:
+        return None
+
+
+def load_params(version, part: str = "params") -> ScorerParams:
+    """One parameter set of model ``version`` (``params``: the refit; ``val_params``: the fit on the
+    validation split's training part), read from a temporary copy of its artifacts that is deleted
+    once read (at 20k EASE items each set is 1.6 GB). The tracking URI must be set (setup_mlflow)."""
+    with tempfile.TemporaryDirectory(prefix=f"lmrec-v{version}-") as tmp:
+        model = mlflow.pyfunc.load_model(f"models:/{S.MODEL_NAME}/{version}", dst_path=tmp).unwrap_python_model()
+        return getattr(model, part)

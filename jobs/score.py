@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import tempfile
 import time
 
 import numpy as np
@@ -82,18 +81,14 @@ def score_partitions(bc, k: int):
 
 def _champion(cfg: Settings):
     """(version, params) of ``lmrec-scorer@champion``, or (None, None) when there is none."""
-    from mlflow.exceptions import MlflowException
-
+    from jobs.model import load_params, version_by_alias
     from jobs.train import setup_mlflow
 
-    mlflow = setup_mlflow(cfg)
-    try:
-        mv = mlflow.MlflowClient().get_model_version_by_alias(S.MODEL_NAME, S.ALIAS_CHAMPION)
-    except MlflowException:
+    mv = version_by_alias(setup_mlflow(cfg).MlflowClient(), S.ALIAS_CHAMPION)
+    if mv is None:
         return None, None
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="lmrec-champion-") as tmp:  # the copy is gone once read
-        params = mlflow.pyfunc.load_model(f"models:/{S.MODEL_NAME}/{mv.version}", dst_path=tmp).unwrap_python_model().params
+    params = load_params(mv.version)
     log.info("score: loaded %s version %s (alias %s) in %.1fs", S.MODEL_NAME, mv.version, S.ALIAS_CHAMPION,
              time.perf_counter() - t0)
     return str(mv.version), params

@@ -7,6 +7,9 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+TRUE_WORDS = ("1", "true", "yes", "on")  # how a boolean setting or option says yes
+FALSE_WORDS = ("0", "false", "no", "off")
+
 
 def _default_home() -> Path:
     """``var/`` beside pyproject.toml in a source checkout, else ``~/.lmrec``."""
@@ -74,7 +77,7 @@ class Settings:
                 continue
             raw = env[key]
             if f.type in ("bool", bool):
-                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+                values[f.name] = raw.strip().lower() in TRUE_WORDS
             elif f.type in ("int", int):
                 values[f.name] = int(raw)
             elif f.type in ("float", float):

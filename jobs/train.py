@@ -161,9 +161,9 @@ def scorer_config(cfg: Settings):
 RETRAIN_POLICIES = ("auto", "always")
 
 
-def retrain_decision(run_date: dt.date, *, policy: str, champion_date: dt.date | None = None,
-                     champion_text_model: str | None = None, text_model: str = "", seen: int = 0, new: int = 0,
-                     max_age_days: int = 7, min_new: float = 0.05) -> tuple[bool, str]:
+def retrain_decision(run_date: dt.date, *, policy: str, max_age_days: int, min_new: float,
+                     champion_date: dt.date | None = None, champion_text_model: str | None = None,
+                     text_model: str = "", seen: int = 0, new: int = 0) -> tuple[bool, str]:
     """(train?, reason). ``auto`` trains when there is no champion, the text model changed, the
     champion is ``max_age_days`` old, or the ratings after its data cutoff (``new``) reach
     ``min_new`` of those it was trained on (``seen``); a champion newer than D (a backfill) is kept."""
@@ -197,29 +197,29 @@ def text_model_of(spark, cfg: Settings, run_date: dt.date) -> str:
     return ",".join(sorted(r[0] for r in rows))
 
 
-def _should_train(spark, cfg: Settings, run_date: dt.date, policy: str) -> tuple[bool, str, str | None]:
-    """(train?, reason, champion version) under ``policy``; reads the champion's MLflow tags, one
-    count over D's rating matrix and the model id of D's item vectors."""
+def _should_train(spark, cfg: Settings, run_date: dt.date, policy: str, text_model: str) -> tuple[bool, str, str | None]:
+    """(train?, reason, champion version) under ``policy``; reads the champion's MLflow tags and
+    one count over D's rating matrix. ``text_model``: the model id of D's item vectors."""
     from pyspark.sql import functions as F
 
-    from jobs.gate import champion_version
     from jobs.io import read_table
+    from jobs.model import version_by_alias
+    from jobs.rating_matrix import cutoff
 
+    limits = dict(max_age_days=cfg.retrain_max_age_days, min_new=cfg.retrain_min_new)
     if policy != "auto":  # 'always' needs nothing more; an unknown policy is refused by name
-        return (*retrain_decision(run_date, policy=policy), None)
-    champ = champion_version(setup_mlflow(cfg).MlflowClient())
+        return (*retrain_decision(run_date, policy=policy, **limits), None)
+    champ = version_by_alias(setup_mlflow(cfg).MlflowClient(), S.ALIAS_CHAMPION)
     champ_date = dt.date.fromisoformat(champ.tags["run_date"]) if champ is not None else None
     seen = new = 0
     if champ_date is not None and champ_date <= run_date:
-        cutoff = dt.datetime.combine(champ_date + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
-        after = F.col(S.COL_EVENT_TS) >= F.lit(cutoff)
+        after = F.col(S.COL_EVENT_TS) >= F.lit(cutoff(champ_date))
         row = read_table(spark, cfg, S.RATING_MATRIX, run_date).agg(
             F.count(F.when(after, 1)).alias("new"), F.count(F.when(~after, 1)).alias("seen")).first()
         seen, new = int(row["seen"]), int(row["new"])
     go, reason = retrain_decision(run_date, policy=policy, champion_date=champ_date,
                                   champion_text_model=champ.tags.get("text_model") if champ is not None else None,
-                                  text_model=text_model_of(spark, cfg, run_date), seen=seen, new=new,
-                                  max_age_days=cfg.retrain_max_age_days, min_new=cfg.retrain_min_new)
+                                  text_model=text_model, seen=seen, new=new, **limits)
     return go, reason, str(champ.version) if champ is not None else None
 
 
@@ -236,7 +236,8 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
     from jobs.scorer import fit_scorer
 
     policy = "always" if shuffle_ratings else (retrain or cfg.retrain)
-    go, why, champ_version = _should_train(spark, cfg, run_date, policy)
+    text_model = text_model_of(spark, cfg, run_date)
+    go, why, champ_version = _should_train(spark, cfg, run_date, policy, text_model)
     if not go:
         log.info("train %s: skipped, champion version %s kept: %s", run_date, champ_version, why)
         return {"decision": "skipped", "reason": why, "version": None, "champion_version": champ_version}
@@ -297,7 +298,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         client = mlflow.MlflowClient()
         val_ndcg = results["scorer"]["ndcg_at_10"]
         for key, value in {"run_date": str(run_date), "val_ndcg_at_10": f"{val_ndcg:.6f}", "train_reason": why,
-                           "text_model": text_model_of(spark, cfg, run_date),
+                           "text_model": text_model,
                            "popularity_ndcg_at_10": f"{results['popularity']['ndcg_at_10']:.6f}",
                            "best_epoch": str(history["best_epoch"]), "blend": json.dumps(history["blend"])}.items():
             client.set_model_version_tag(S.MODEL_NAME, mv.version, key, value)

@@ -79,7 +79,7 @@ def test_train_gate_score_validate(spark, pipeline):
     # Had the champion been trained on the day before, D's own ratings (after its cutoff, UTC) are new.
     client.set_model_version_tag(S.MODEL_NAME, res["version"], "run_date", str(D3 - dt.timedelta(days=1)))
     try:
-        go, why, _ = train._should_train(spark, cfg, D3, "auto")
+        go, why, _ = train._should_train(spark, cfg, D3, "auto", train.text_model_of(spark, cfg, D3))
     finally:
         client.set_model_version_tag(S.MODEL_NAME, res["version"], "run_date", str(D3))
     ts = read_table(spark, cfg, S.RATING_MATRIX, D3).select(S.COL_EVENT_TS).toPandas()[S.COL_EVENT_TS]
