@@ -15,7 +15,7 @@ ML_DATE = dt.date(2018, 9, 30)  # after the last ml-latest-small rating (2018-09
 
 
 def bench_settings(name: str, **env):
-    from jobs.settings import Settings
+    from lmrec.core.settings import Settings
 
     home = REPO / "var" / "bench" / name
     base = {"LMREC_HOME": str(home), "LMREC_SPARK_UI": "0", "LMREC_SHUFFLE_PARTITIONS": "4"}
@@ -31,9 +31,9 @@ def require_ml_small() -> Path:
 
 def ml_small_warehouse(spark, cfg, jobs=("ingest", "rating_matrix", "embed_items", "embed_users")):
     """Import ml-latest-small and run the given jobs for ML_DATE (skipped when already built)."""
-    from jobs.cli import run_job
-    from jobs.importers import import_movielens
-    from jobs.io import is_table
+    from lmrec.pipeline import run_job
+    from lmrec.data.importers import import_movielens
+    from lmrec.core.io import is_table
 
     src = Path(cfg.home) / "source"
     if not (src / "ratings.csv").exists():
@@ -47,18 +47,27 @@ def ml_small_warehouse(spark, cfg, jobs=("ingest", "rating_matrix", "embed_items
 
 
 class PeakMemory:
-    """Peak resident memory (MiB) of this process and its children (Spark's JVM and Python workers)."""
+    """Peak resident memory (MiB) of a process tree: this process (or ``pid``) and its children
+    (Spark's JVM and Python workers), sampled every ``interval`` seconds while in the block."""
 
-    def __init__(self, interval: float = 0.1):
+    def __init__(self, interval: float = 0.1, pid: int | None = None):
         self.interval, self.peak, self._stop = interval, 0.0, threading.Event()
+        self.pid = os.getpid() if pid is None else pid
 
     def _sample(self):
         import psutil
 
-        me = psutil.Process(os.getpid())
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
         while not self._stop.is_set():
             total = 0
-            for p in [me] + me.children(recursive=True):
+            try:
+                tree = [root] + root.children(recursive=True)
+            except psutil.Error:
+                tree = []
+            for p in tree:
                 try:
                     total += p.memory_info().rss
                 except psutil.Error:

@@ -19,11 +19,12 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_result, ML_DATE, REPO, bench_settings, ml_small_warehouse  # noqa: E402
-from jobs import embed, embed_items, ingest  # noqa: E402
-from jobs import schema as S  # noqa: E402
-from jobs.io import read_table  # noqa: E402
-from jobs.spark import get_spark  # noqa: E402
-from jobs.text import build_item_text  # noqa: E402
+from jobs import embed_items, ingest  # noqa: E402
+from lmrec.text import embedding as embed  # noqa: E402
+from lmrec.core import schema as S  # noqa: E402
+from lmrec.core.io import read_table  # noqa: E402
+from lmrec.core.spark import get_spark  # noqa: E402
+from lmrec.text.builders import build_item_text  # noqa: E402
 
 
 def _no_model(opts: dict, col_id: str):
@@ -52,7 +53,7 @@ def main() -> None:
 
     from sentence_transformers import SentenceTransformer
 
-    from jobs.encoder import TextEncoder, default_model_path
+    from lmrec.text.encoder import TextEncoder, default_model_path
 
     st = SentenceTransformer(default_model_path(), device="cpu")
     st.encode(texts[:64], batch_size=64)  # warm-up

@@ -18,13 +18,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_result, ML_DATE, REPO, bench_settings, ml_small_warehouse  # noqa: E402
-from jobs import baselines as B  # noqa: E402
-from jobs import schema as S  # noqa: E402
-from jobs.evaluation import cold_item_split, mae, random_split, ranking_metrics, rmse  # noqa: E402
-from jobs.model import load_training_data  # noqa: E402
-from jobs.scorer import ScorerConfig, fit_scorer, history_weights, make_score_fn, predict_ratings  # noqa: E402
-from jobs.spark import get_spark  # noqa: E402
-from jobs.train import als_score_fn  # noqa: E402
+from lmrec.model import baselines as B  # noqa: E402
+from lmrec.core import schema as S  # noqa: E402
+from lmrec.model.evaluation import cold_item_split, mae, random_split, ranking_metrics, rmse  # noqa: E402
+from lmrec.model.training_data import load_training_data  # noqa: E402
+from lmrec.model.scorer import ScorerConfig, fit_scorer, histories, make_score_fn, predict_ratings  # noqa: E402
+from lmrec.core.spark import get_spark  # noqa: E402
+from lmrec.model.harness import als_score_fn  # noqa: E402
 
 K = 10
 COLS = ["ndcg_at_10", "precision_at_10", "recall_at_10", "map_at_10", "rmse"]
@@ -54,8 +54,7 @@ def main() -> None:
     t0 = time.perf_counter()
     params, hist = fit_scorer_protocol(train, data, sc)
     times["scorer"] = time.perf_counter() - t0
-    H = history_weights(train, nU, nI, rating_max=data.rating_max, recency_weight=sc.recency_weight)
-    X = B.interactions(train, nU, nI)
+    H, X = histories(train, nU, nI, rating_max=data.rating_max, recency_weight=sc.recency_weight)
     models = {"scorer": make_score_fn(params, H, X, data.item_text, data.user_text, nI)}
     ease = lambda tr, nu, ni: B.fit_ease(tr, nu, ni, lam=sc.ease_lambda)  # noqa: E731  same λ as the scorer's part
     for name, fit in (("popularity", B.fit_popularity), ("item_knn", B.fit_item_knn), ("ease", ease)):
@@ -63,7 +62,7 @@ def main() -> None:
         models[name] = fit(train, nU, nI)
         times[name] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    models["als_implicit"], _ = als_score_fn(spark, train, nI, implicit=True, rank=64)
+    models["als_implicit"], _ = als_score_fn(spark, train, nI, implicit=True, sc=ScorerConfig(als_rank=64))
     times["als_implicit"] = time.perf_counter() - t0
     profile = np.asarray(H @ data.item_text)
     profile /= np.clip(np.linalg.norm(profile, axis=1, keepdims=True), 1e-9, None)
@@ -72,15 +71,14 @@ def main() -> None:
         rows[name] = ranking_metrics(fn, train, test, nI, k=K)
     pred = predict_ratings(params, H, data.item_text, data.user_text, test[S.COL_USER_IDX].to_numpy(), test[S.COL_ITEM_IDX].to_numpy())
     rows["scorer"]["rmse"] = rmse(test[S.COL_RATING], pred)
-    _, als_pred = als_score_fn(spark, train, nI, implicit=False, rank=64)
+    _, als_pred = als_score_fn(spark, train, nI, implicit=False, sc=ScorerConfig(als_rank=64))
     p = als_pred(test[S.COL_USER_IDX].to_numpy(), test[S.COL_ITEM_IDX].to_numpy())
     rows["als_explicit"] = {"rmse": rmse(test[S.COL_RATING], p)}
 
     # Cold items: 20% of items never seen in training; rank among the cold items only.
     ctrain, ctest, cold = cold_item_split(data.ratings, 0.2, seed=S.SEED)
     cparams, _ = fit_scorer_protocol(ctrain, data, dataclasses.replace(sc, use_ease=False))
-    cH = history_weights(ctrain, nU, nI, rating_max=data.rating_max, recency_weight=sc.recency_weight)
-    cX = B.interactions(ctrain, nU, nI)
+    cH, cX = histories(ctrain, nU, nI, rating_max=data.rating_max, recency_weight=sc.recency_weight)
     cprof = np.asarray(cH @ data.item_text)
     cprof /= np.clip(np.linalg.norm(cprof, axis=1, keepdims=True), 1e-9, None)
     rng = np.random.default_rng(0)

@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -26,9 +25,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, write_result  # noqa: E402
+from benchmarks.common import REPO, PeakMemory, write_result  # noqa: E402
+from lmrec.pipeline import JOB_NAMES  # noqa: E402
 
-JOBS = ["ingest", "rating_matrix", "embed_items", "embed_users", "train", "gate", "score", "validate"]
+JOBS = list(JOB_NAMES)
 FULL = {"users": 162_000, "items": 62_000, "ratings_per_user": 160.0}
 D = dt.date(2024, 6, 30)
 
@@ -39,26 +39,13 @@ def size_of(label: str) -> float:
 
 def run_job(name: str, day: dt.date, env: dict, log: Path) -> dict:
     """Run ``lmrec job name --date day`` in its own process; wall time and peak RSS of its tree."""
-    import psutil
-
     t0 = time.perf_counter()
     with log.open("a") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "job", name, "--date", str(day)], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "lmrec.cli", "job", name, "--date", str(day)], env=env,
                                 cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
-        peak = 0.0
-        root = psutil.Process(proc.pid)
-        while proc.poll() is None:
-            total = 0
-            try:
-                for p in [root] + root.children(recursive=True):
-                    try:
-                        total += p.memory_info().rss
-                    except psutil.Error:
-                        pass
-            except psutil.Error:
-                pass
-            peak = max(peak, total / 2**30)
-            time.sleep(0.5)
+        with PeakMemory(interval=0.5, pid=proc.pid) as mem:
+            proc.wait()
+    peak = mem.peak / 1024
     secs = time.perf_counter() - t0
     return {"job": name, "seconds": round(secs, 1), "peak_gib": round(peak, 2), "ok": proc.returncode == 0}
 
@@ -79,7 +66,7 @@ def next_night(src: Path, out: Path, day: dt.date, seed: int = 7) -> dict:
     ratings = pd.concat([ratings, new], ignore_index=True).drop_duplicates(["user_id", "item_id"], keep="last")
     changed = rng.choice(len(items), len(items) // 100, replace=False)
     items.loc[changed, "description"] = items.loc[changed, "description"] + " Restored edition with new extras."
-    from jobs.importers import write_source
+    from lmrec.data.importers import write_source
 
     text = pd.read_parquet(src / "user_text.parquet") if (src / "user_text.parquet").exists() else pd.read_csv(src / "user_text.csv")
     write_source(out, ratings, items, text, fmt="parquet")
@@ -96,7 +83,7 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="keep the warehouse and skip the night-1 jobs that "
                     "results.json records as done for this size (after a failed job was fixed)")
     args = ap.parse_args()
-    from jobs.demo_data import write_demo
+    from lmrec.data.demo import write_demo
 
     results = json.loads((Path(args.root) / "results.json").read_text()) if (Path(args.root) / "results.json").exists() else {}
     for label in args.sizes.split(","):

@@ -21,9 +21,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_result, REPO, PeakMemory, bench_settings, require_ml_small  # noqa: E402
-from jobs import schema as S  # noqa: E402
-from jobs.score import score_partitions, top_k_block  # noqa: E402
-from jobs.spark import get_spark  # noqa: E402
+from lmrec.core import schema as S  # noqa: E402
+from lmrec.model.ranking import score_partitions, top_k_block  # noqa: E402
+from lmrec.core.spark import get_spark  # noqa: E402
 
 K = 10
 RANK = 64
@@ -102,7 +102,7 @@ def main() -> None:
     r["r"] = r["rating"]
     rows = bench(spark, f"ml-latest-small ({r.u.nunique()} users x {r.i.nunique()} items)", r, max_iter=10)
     if not args.skip_demo:
-        from jobs.demo_data import generate
+        from lmrec.data.demo import generate
 
         d, _, _ = generate(100_000, 20_000, ratings_per_user=20, seed=S.SEED)
         d["u"] = d["user_id"].str[1:].astype(int)

@@ -34,17 +34,11 @@ import pendulum
 from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from jobs import schema as S
-from jobs.settings import Settings
+from lmrec.core import schema as S
+from lmrec.core.settings import Settings
+from lmrec.pipeline import JOBS
 
 CFG = Settings.from_env()
-JOBS_DIR = Path(__file__).resolve().parents[1] / "jobs"
-TIMEOUTS = {"ingest": 60, "rating_matrix": 60, "embed_items": 180, "embed_users": 180, "train": 180,
-            "gate": 60, "score": 120, "validate": 60}  # minutes
-OUTPUTS = {"ingest": [S.RATINGS_RAW, S.ITEMS_RAW, S.USER_TEXT_RAW, S.QUARANTINE],
-           "rating_matrix": [S.RATING_MATRIX, S.USER_INDEX, S.ITEM_INDEX],
-           "embed_items": [S.ITEM_EMBEDDINGS], "embed_users": [S.USER_EMBEDDINGS],
-           "score": [S.RECOMMENDATIONS_STAGING], "validate": [S.RECOMMENDATIONS]}
 
 
 def asset(table: str) -> Asset:
@@ -53,33 +47,30 @@ def asset(table: str) -> Asset:
     return Asset(name=f"lmrec.{table}", uri=f"{root.rstrip('/')}/{table}")
 
 
-def job_task(name: str):
-    """One pipeline job for {{ ds }}: in-process, or spark-submit to the configured cluster."""
-    common = dict(task_id=name, execution_timeout=dt.timedelta(minutes=TIMEOUTS[name]),
-                  outlets=[asset(t) for t in OUTPUTS.get(name, [])])
+def job_task(job):
+    """One pipeline job (a row of lmrec.pipeline.JOBS) for {{ ds }}: in-process, or spark-submit
+    to the configured cluster."""
+    common = dict(task_id=job.name, execution_timeout=dt.timedelta(minutes=job.timeout_minutes),
+                  outlets=[asset(t) for t in job.outputs])
     if CFG.runner == "spark-submit":
         from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-        from jobs.spark import spark_conf
+        from lmrec.core.spark import spark_conf
+        from lmrec.pipeline import spark_submit_args
 
-        conf = {k: v for k, v in spark_conf(CFG, f"lmrec-{name}", gpu=name in S.GPU_JOBS).items()
+        conf = {k: v for k, v in spark_conf(CFG, f"lmrec-{job.name}", gpu=job.gpu).items()
                 if k not in ("spark.master", "spark.app.name")}
-        return SparkSubmitOperator(application=str(JOBS_DIR / f"{name}.py"), conn_id="spark_default", conf=conf,
-                                   application_args=["--date", "{{ ds }}", "--source", "{{ params.source }}",
-                                                     "--top-k", "{{ params.top_k }}", "--retrain", "{{ params.retrain }}",
-                                                     "--full-refresh", "{{ params.full_refresh }}"],
-                                   name=f"lmrec-{name}", **common)
+        return SparkSubmitOperator(application=str(Path(CFG.jobs_dir) / f"{job.name}.py"), conn_id="spark_default",
+                                   conf=conf, application_args=spark_submit_args(job.name),
+                                   name=f"lmrec-{job.name}", **common)
 
     @task(**common)
     def run_in_process(ds=None, params=None):
-        from jobs.cli import run_job, setup_logging
+        from lmrec.pipeline import run_job, setup_logging
 
         setup_logging()
-        # The run's options go to every task, as spark-submit's arguments do; run_job hands each
-        # job those its run() takes (score and validate top_k, train retrain, embedding full_refresh).
-        result = run_job(name, dt.date.fromisoformat(ds), source=params["source"], top_k=int(params["top_k"]),
-                         retrain=params.get("retrain", CFG.retrain), full_refresh=bool(params.get("full_refresh")))
-        return _reference(result)
+        options = {o: params[o] for o in job.options if o in params}
+        return _reference(run_job(job.name, dt.date.fromisoformat(ds), source=params["source"], **options))
 
     return run_in_process()
 
@@ -116,8 +107,7 @@ def _reference(result):
     },
 )
 def nightly_recommendations():
-    t = {name: job_task(name) for name in ("ingest", "rating_matrix", "embed_items", "embed_users", "train",
-                                            "gate", "score", "validate")}
+    t = {job.name: job_task(job) for job in JOBS}
     t["ingest"] >> t["rating_matrix"] >> [t["embed_items"], t["embed_users"]] >> t["train"]
     t["train"] >> t["gate"] >> t["score"] >> t["validate"]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from jobs import schema as S
-from jobs.embed import run_embedding
-from jobs.io import read_table
-from jobs.settings import Settings
-from jobs.text import build_item_text
+from lmrec.core import schema as S
+from lmrec.text.embedding import run_embedding
+from lmrec.core.io import read_table
+from lmrec.core.settings import Settings
+from lmrec.text.builders import build_item_text
 
 
 def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, full_refresh: bool = False) -> dict:
@@ -21,7 +21,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, f
 
 
 def main(argv: list[str] | None = None) -> None:
-    from jobs.cli import job_entry
+    from lmrec.pipeline import job_entry
 
     job_entry("embed_items", argv)
 

@@ -25,20 +25,18 @@ import logging
 
 import numpy as np
 
-from jobs import schema as S
-from jobs.settings import Settings
+from lmrec.core import schema as S
+from lmrec.core.settings import Settings
 
 log = logging.getLogger(__name__)
 MIN_USERS = 5  # fewer post-cutoff validation users than this: compare on the whole split
 
 
 def _ndcg(params, data, train, rows):
-    from jobs.baselines import interactions
-    from jobs.evaluation import ranking_metrics
-    from jobs.scorer import history_weights, make_score_fn
+    from lmrec.model.evaluation import ranking_metrics
+    from lmrec.model.scorer import histories, make_score_fn
 
-    H = history_weights(train, data.n_users, data.n_items, rating_max=data.rating_max, recency_weight=params.recency_weight)
-    X = interactions(train, data.n_users, data.n_items)
+    H, X = histories(train, data.n_users, data.n_items, rating_max=data.rating_max, recency_weight=params.recency_weight)
     fn = make_score_fn(params, H, X, data.item_text, data.user_text, data.n_items)
     return ranking_metrics(fn, train, rows, data.n_items, k=10)["ndcg_at_10"]
 
@@ -62,10 +60,11 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -
     """Compare candidate and champion; returns the decision with both numbers and the reason."""
     import mlflow.pyfunc
 
-    from jobs.baselines import fit_popularity
-    from jobs.evaluation import random_split, ranking_metrics, sample_users
-    from jobs.model import load_params, load_training_data, version_by_alias
-    from jobs.train import VAL_RATIO, scorer_config, setup_mlflow
+    from lmrec.model.baselines import fit_popularity
+    from lmrec.model.evaluation import random_split, ranking_metrics, sample_users
+    from lmrec.model.harness import scorer_config
+    from lmrec.model.registry import load_params, setup_mlflow, version_by_alias
+    from lmrec.model.training_data import load_training_data
 
     mlflow = setup_mlflow(cfg)
     client = mlflow.MlflowClient()
@@ -83,7 +82,8 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -
     champ_date = dt.date.fromisoformat(champ.tags["run_date"]) if champ is not None else None
 
     data = load_training_data(spark, cfg, cand_date)
-    train, val = random_split(data.ratings, VAL_RATIO, seed=scorer_config(cfg).seed)
+    sc = scorer_config(cfg)
+    train, val = random_split(data.ratings, sc.val_ratio, seed=sc.seed)
     val = sample_users(val[val[S.COL_USER_IDX].isin(train[S.COL_USER_IDX])])
     rows, champ_ndcg, protocol = val, None, "first version"
     if champ_date is not None and cand_date < champ_date:
@@ -119,7 +119,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    from jobs.cli import job_entry
+    from lmrec.pipeline import job_entry
 
     job_entry("gate", argv)
 

@@ -10,9 +10,9 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from jobs import schema as S
-from jobs.io import SourceError, find_source_file, path_exists, write_partition
-from jobs.settings import Settings
+from lmrec.core import schema as S
+from lmrec.core.io import SourceError, find_source_file, path_exists, write_partition
+from lmrec.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ def _validate_and_write(spark, cfg: Settings, run_date: dt.date, raw: dict) -> l
 
 
 def main(argv: list[str] | None = None) -> None:
-    from jobs.cli import job_entry
+    from lmrec.pipeline import job_entry
 
     job_entry("ingest", argv)
 

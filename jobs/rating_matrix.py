@@ -6,25 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 
-from jobs import schema as S
-from jobs.io import is_concurrency_error, is_table, read_table, write_partition
-from jobs.settings import Settings
+from lmrec.core import schema as S
+from lmrec.core.io import is_table, read_table, retry_on_conflict, write_partition
+from lmrec.core.pit import as_of
+from lmrec.core.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def cutoff(run_date: dt.date) -> dt.datetime:
-    """Exclusive upper bound of what a run for ``run_date`` may see: D + 1 day, 00:00 UTC."""
-    return dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time(0), tzinfo=dt.timezone.utc)
-
-
-def as_of(df, run_date: dt.date, *, col_ts: str = S.COL_EVENT_TS):
-    """Rows of ``df`` with ``col_ts`` before the end of ``run_date`` (UTC)."""
-    from pyspark.sql import functions as F
-
-    return df.where(F.col(col_ts) < F.lit(cutoff(run_date).replace(tzinfo=None)).cast("timestamp"))
 
 
 def build_rating_matrix(ratings_raw, run_date: dt.date, *, col_user: str = S.COL_USER,
@@ -33,9 +21,7 @@ def build_rating_matrix(ratings_raw, run_date: dt.date, *, col_user: str = S.COL
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    for c in (col_user, col_item, S.COL_RATING, col_ts):
-        if c not in ratings_raw.columns:
-            raise ValueError(f"rating_matrix: input is missing column {c!r}")
+    S.require_columns(ratings_raw, (col_user, col_item, S.COL_RATING, col_ts), "rating_matrix")
     w = Window.partitionBy(col_user, col_item).orderBy(F.col(col_ts).desc(), F.col(S.COL_RATING).desc())
     return (as_of(ratings_raw, run_date, col_ts=col_ts)
             .withColumn("_rn", F.row_number().over(w)).where("_rn = 1")
@@ -66,11 +52,12 @@ def update_index(spark, cfg: Settings, table: str, ids, *, col_id: str, col_idx:
     from delta.tables import DeltaTable
 
     path = cfg.table_path(table)
-    for attempt in range(retries):
+
+    def commit() -> int:
         existing = read_table(spark, cfg, table) if is_table(spark, cfg, table) else None
         new = build_new_index_rows(existing, ids, col_id=col_id, col_idx=col_idx).cache()
-        n_new = new.count()
         try:
+            n_new = new.count()
             if existing is None:
                 new.write.format("delta").mode("errorifexists").save(path)
             elif n_new:
@@ -78,15 +65,12 @@ def update_index(spark, cfg: Settings, table: str, ids, *, col_id: str, col_idx:
                  .merge(new.alias("s"), f"t.{col_id} = s.{col_id}")
                  .whenNotMatchedInsertAll().execute())
             return n_new
-        except Exception as exc:
-            text = type(exc).__name__ + str(exc)[:800]
-            if not (is_concurrency_error(exc) or "already exists" in text or "PATH_ALREADY_EXISTS" in text) or attempt == retries - 1:
-                raise
-            log.warning("%s: concurrent update, retrying (%d)", table, attempt + 1)
-            time.sleep(0.5 + attempt)
         finally:
             new.unpersist()
-    return 0
+
+    # A concurrent first run may create the table between our check and our write.
+    return retry_on_conflict(commit, what=table, retries=retries, also=lambda exc: "already exists" in str(exc).lower()
+                             or "PATH_ALREADY_EXISTS" in str(exc))
 
 
 def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -> dict:
@@ -116,7 +100,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    from jobs.cli import job_entry
+    from lmrec.pipeline import job_entry
 
     job_entry("rating_matrix", argv)
 

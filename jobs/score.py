@@ -17,72 +17,17 @@ import time
 import numpy as np
 import pandas as pd
 
-from jobs import schema as S
-from jobs.evaluation import top_k
-from jobs.settings import Settings
+from lmrec.core import schema as S
+from lmrec.model.ranking import score_partitions
+from lmrec.core.settings import Settings
 
 log = logging.getLogger(__name__)
 USERS_PER_PARTITION = 2048
-BLOCK = 512  # users per matrix multiply inside a partition
-
-
-def top_k_block(scores: np.ndarray, k: int, item_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` columns per row, best first; ties by lower ``item_idx``. -inf entries are never
-    returned (rows may get fewer than k). Returns (columns (B, k) with -1 padding, scores)."""
-    cols, vals = top_k(scores, k, item_idx)
-    cols[~np.isfinite(vals)] = -1
-    return cols, vals
-
-
-def _rows(users: np.ndarray, hists: list, cols: np.ndarray, vals: np.ndarray, ids: np.ndarray, Inorm: np.ndarray):
-    """One block's output rows: the valid (``cols >= 0``, a prefix of each row) top-k entries,
-    ranked from 1, each with the history item most similar to it (``because``; null without history)."""
-    valid = cols >= 0
-    because = np.full(cols.shape, -1, dtype=np.int64)
-    for r, h in enumerate(hists):
-        c = cols[r][valid[r]]
-        if len(h) and len(c):
-            h = np.asarray(h, dtype=np.int64)
-            because[r, : len(c)] = h[(Inorm[c] @ Inorm[h].T).argmax(1)]
-    b = because[valid]
-    return pd.DataFrame({S.COL_USER: np.repeat(users, valid.sum(1)),
-                         S.COL_RANK: np.broadcast_to(np.arange(1, cols.shape[1] + 1, dtype=np.int32), cols.shape)[valid],
-                         S.COL_ITEM: ids[cols[valid]], S.COL_SCORE: vals[valid].astype(np.float64),
-                         S.COL_BECAUSE: np.where(b >= 0, ids[np.maximum(b, 0)], None)})
-
-
-def score_partitions(bc, k: int):
-    """A ``mapInPandas`` function: users (user_id, u (d,), hist (list of item positions)) -> rows."""
-
-    def fn(batches):
-        m = bc.value
-        I, beta, ids, Inorm = m["I"], m["beta"], m["item_ids"], m["I_norm"]
-        cand = m["candidate"]
-        for pdf in batches:
-            for s in range(0, len(pdf), BLOCK):
-                b = pdf.iloc[s:s + BLOCK]
-                U = np.stack(b["u"].to_numpy()).astype(np.float32)  # (B, d)
-                scores = m["alpha"] * (U @ I.T + beta) if m["alpha"] else np.zeros((len(b), len(ids)), np.float32)
-                hists = b["hist"].to_list()
-                if m["gamma"] and len(m["ease_pos"]):
-                    for r, h in enumerate(hists):  # EASE: sum of the history items' rows of B
-                        hp = m["ease_row"][np.asarray(h, dtype=np.int64)]
-                        hp = hp[hp >= 0]
-                        if len(hp):
-                            scores[r, m["ease_pos"]] += m["gamma"] * m["ease_B"][hp].sum(0)
-                scores = np.where(cand, scores, -np.inf)
-                for r, h in enumerate(hists):
-                    scores[r, np.asarray(h, dtype=np.int64)] = -np.inf  # seen by D
-                cols, vals = top_k_block(scores, k, m["item_order"])
-                yield _rows(b[S.COL_USER].to_numpy(), hists, cols, vals, ids, Inorm)
-
-    return fn
 
 
 def _champion(cfg: Settings):
     """(version, params) of ``lmrec-scorer@champion``, or (None, None) when there is none."""
-    from jobs.model import load_params, version_by_alias
-    from jobs.train import setup_mlflow
+    from lmrec.model.registry import load_params, setup_mlflow, version_by_alias
 
     mv = version_by_alias(setup_mlflow(cfg).MlflowClient(), S.ALIAS_CHAMPION)
     if mv is None:
@@ -94,25 +39,15 @@ def _champion(cfg: Settings):
     return str(mv.version), params
 
 
-def active_users(spark, cfg, run_date):
-    """ids of users with ratings or text by the end of D."""
-    from jobs.io import read_table
-    from jobs.rating_matrix import as_of
-
-    rated = read_table(spark, cfg, S.RATING_MATRIX, run_date).select(S.COL_USER)
-    wrote = as_of(read_table(spark, cfg, S.USER_TEXT_RAW, run_date), run_date).select(S.COL_USER)
-    return rated.unionByName(wrote).distinct()
-
-
 def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int):
     """The recommendations DataFrame for D (without run_date) and the champion version used."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from jobs.baselines import interactions
-    from jobs.io import read_table
-    from jobs.model import load_training_data
-    from jobs.scorer import history_weights
+    from lmrec.core.io import read_table
+    from lmrec.core.pit import active_users
+    from lmrec.model.scorer import histories
+    from lmrec.model.training_data import load_training_data
 
     if not 1 <= top_k <= S.MAX_K:
         raise ValueError(f"top_k must be between 1 and {S.MAX_K}, got {top_k}")
@@ -129,7 +64,8 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
     users = active_users(spark, cfg, run_date).toPandas()[S.COL_USER]
     upos = {u: i for i, u in enumerate(data.user_ids)}
     uidx = np.array([upos[u] for u in users], dtype=np.int64)
-    X = interactions(ratings, data.n_users, data.n_items).tocsr()
+    H, X = histories(ratings, data.n_users, data.n_items, rating_max=data.rating_max,
+                     recency_weight=params.recency_weight if params is not None else 0.0)
     has_hist = np.asarray(X.sum(1)).ravel()[uidx] > 0
     has_text = np.abs(data.user_text[uidx]).sum(1) > 0
     popular = np.bincount(ratings[S.COL_ITEM_IDX], minlength=data.n_items).astype(np.float64)
@@ -143,7 +79,6 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
     if modelled.any():
         t0 = time.perf_counter()
         mu_idx = uidx[modelled]
-        H = history_weights(ratings, data.n_users, data.n_items, rating_max=data.rating_max, recency_weight=params.recency_weight)
         U, _ = params.user_factors(mu_idx, H[mu_idx], data.item_text, data.user_text[mu_idx])
         I, beta, _ = params.item_factors(np.arange(data.n_items), data.item_text)
         ease_row = np.full(data.n_items, -1, dtype=np.int64)
@@ -180,7 +115,7 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
 
 def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, top_k: int | None = None) -> dict:
     """Score every active user for ``run_date`` into the staging table; returns counts."""
-    from jobs.io import read_table, write_partition
+    from lmrec.core.io import read_table, write_partition
 
     k = top_k or cfg.top_k
     recs, version = build_recommendations(spark, cfg, run_date, top_k=k)
@@ -195,7 +130,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, t
 
 
 def main(argv: list[str] | None = None) -> None:
-    from jobs.cli import job_entry
+    from lmrec.pipeline import job_entry
 
     job_entry("score", argv)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from jobs import schema as S
-from jobs.settings import Settings
+from lmrec.core import schema as S
+from lmrec.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,8 @@ def check_recommendations(recs, seen, active, *, top_k: int) -> dict[str, int]:
 
 def publish(recs, spark, cfg: Settings, run_date: dt.date, *, top_k: int) -> dict:
     """Validate ``recs`` for ``run_date`` and, only if every check passes, publish them."""
-    from jobs.io import read_table, write_partition
-    from jobs.score import active_users
+    from lmrec.core.io import read_table, write_partition
+    from lmrec.core.pit import active_users
 
     seen = read_table(spark, cfg, S.RATING_MATRIX, run_date).select(S.COL_USER, S.COL_ITEM)
     recs = recs.select(S.COL_USER, S.COL_RANK, S.COL_ITEM, S.COL_SCORE, S.COL_MODEL_VERSION, S.COL_BECAUSE).cache()
@@ -77,14 +77,14 @@ def publish(recs, spark, cfg: Settings, run_date: dt.date, *, top_k: int) -> dic
 
 def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, top_k: int | None = None) -> dict:
     """Validate the staged recommendations of ``run_date`` and publish them."""
-    from jobs.io import read_table
+    from lmrec.core.io import read_table
 
     staged = read_table(spark, cfg, S.RECOMMENDATIONS_STAGING, run_date)
     return publish(staged, spark, cfg, run_date, top_k=top_k or S.MAX_K)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from jobs.cli import job_entry
+    from lmrec.pipeline import job_entry
 
     job_entry("validate", argv)
 

@@ -15,7 +15,7 @@ D3 = dt.date(2024, 6, 30)
 
 
 def make_cfg(home: Path, **overrides):
-    from jobs.settings import Settings
+    from lmrec.core.settings import Settings
 
     env = {"LMREC_HOME": str(home), "LMREC_SPARK_UI": "0", "LMREC_SHUFFLE_PARTITIONS": "2",
            "SPARK_MASTER": "local[2]", "LMREC_DRIVER_MEMORY": "4g"}
@@ -25,7 +25,7 @@ def make_cfg(home: Path, **overrides):
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
-    from jobs.spark import get_spark
+    from lmrec.core.spark import get_spark
 
     cfg = make_cfg(tmp_path_factory.mktemp("spark-home"))
     session = get_spark(cfg, app_name="lmrec-tests")
@@ -56,7 +56,7 @@ def write_csv(path: Path, text: str | bytes) -> Path:
 @pytest.fixture(scope="session")
 def demo_source(tmp_path_factory):
     """A small demo catalogue (deterministic), shared read-only by tests."""
-    from jobs.demo_data import write_demo
+    from lmrec.data.demo import write_demo
 
     out = tmp_path_factory.mktemp("demo") / "source"
     write_demo(out, users=120, items=150, ratings_per_user=20, days=3, end_date=D3)

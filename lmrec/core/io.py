@@ -1,0 +1,132 @@
+"""All Delta and source-file I/O. Builders never touch storage; jobs call these."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+
+from lmrec.core import schema as S
+from lmrec.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class SourceError(RuntimeError):
+    """A source file or column is missing or unreadable; the message names it."""
+
+
+def path_exists(spark, path: str) -> bool:
+    """True when ``path`` exists on its Hadoop file system (local, s3a://, hdfs://...)."""
+    jvm = spark.sparkContext._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return bool(fs.exists(hpath))
+
+
+def find_source_file(spark, source: str, stem: str) -> tuple[str, str] | None:
+    """Return (path, format) of ``<source>/<stem>.csv|.parquet``, or None when absent."""
+    for fmt in ("parquet", "csv"):
+        path = f"{source.rstrip('/')}/{stem}.{fmt}"
+        if path_exists(spark, path):
+            return path, fmt
+    return None
+
+
+def is_table(spark, cfg: Settings, name: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, cfg.table_path(name))
+
+
+def read_table(spark, cfg: Settings, name: str, run_date: dt.date | None = None):
+    """The Delta table ``name`` (only partition ``run_date`` when given)."""
+    from pyspark.sql import functions as F
+
+    if not is_table(spark, cfg, name):
+        raise SourceError(f"table {name!r} does not exist at {cfg.table_path(name)}; run the job that writes it first")
+    df = spark.read.format("delta").load(cfg.table_path(name))
+    if run_date is not None:
+        df = df.where(F.col(S.COL_RUN_DATE) == F.lit(run_date))
+    return df
+
+
+def table_version(spark, cfg: Settings, name: str) -> int | None:
+    from delta.tables import DeltaTable
+
+    if not is_table(spark, cfg, name):
+        return None
+    return int(DeltaTable.forPath(spark, cfg.table_path(name)).history(1).collect()[0]["version"])
+
+
+# Set on every table lmrec creates (through spark.databricks.delta.properties.defaults.*).
+TABLE_PROPERTIES = {
+    # Keep 30 days of log and removed files: enough for time travel over a month of nights and
+    # for readers of yesterday's snapshot; VACUUM removes what is older.
+    "delta.logRetentionDuration": "interval 30 days",
+    "delta.deletedFileRetentionDuration": "interval 7 days",
+}
+
+
+def is_concurrency_error(exc: BaseException) -> bool:
+    """True for Delta's optimistic-concurrency conflicts (another run committed first), including
+    the race of two runs creating the same table (protocol or metadata changed): delta-spark's
+    exception classes (``delta.exceptions``), which it raises in place of the JVM's."""
+    from delta.exceptions import DeltaConcurrentModificationException
+
+    return isinstance(exc, DeltaConcurrentModificationException)
+
+
+def retry_on_conflict(commit, *, what: str, retries: int = 5, also=None):
+    """Run ``commit()`` until it succeeds, retrying Delta concurrency conflicts (and errors for
+    which ``also(exc)`` is true) up to ``retries`` times with a growing pause; returns its result.
+    ``commit`` must recompute what it writes from the table as it is now."""
+    for attempt in range(retries):
+        try:
+            return commit()
+        except Exception as exc:  # Delta raises its conflicts as Spark/Py4J exceptions
+            if not (is_concurrency_error(exc) or (also is not None and also(exc))) or attempt == retries - 1:
+                raise
+            log.warning("%s: concurrent commit (%s), retrying (%d)", what, type(exc).__name__, attempt + 1)
+            time.sleep(0.2 * (attempt + 1))
+
+
+def write_partition(df, cfg: Settings, name: str, run_date: dt.date, *, retries: int = 5) -> None:
+    """Atomically replace partition ``run_date`` of table ``name`` with ``df``.
+
+    One Delta commit with ``replaceWhere``: a rerun replaces the date exactly, other dates are
+    untouched, readers see the old or the new partition, never half of one. Concurrent runs for
+    other dates only conflict on the first commit that creates the table; those are retried.
+    """
+    from pyspark.sql import functions as F
+
+    df = df.withColumn(S.COL_RUN_DATE, F.lit(run_date).cast("date"))
+    path = cfg.table_path(name)
+    retry_on_conflict(lambda: (df.write.format("delta").mode("overwrite")
+                               .option("replaceWhere", f"{S.COL_RUN_DATE} = '{run_date.isoformat()}'")
+                               .partitionBy(S.COL_RUN_DATE)
+                               .save(path)), what=name, retries=retries)
+
+
+def table_counts(cfg: Settings, spark, run_date: dt.date | None = None) -> list[tuple[str, str, int]]:
+    """(table, path, rows) for every existing table (rows of ``run_date`` where partitioned)."""
+    out = []
+    for name in S.ALL_TABLES:
+        if not is_table(spark, cfg, name):
+            continue
+        df = read_table(spark, cfg, name)
+        if run_date is not None and S.COL_RUN_DATE in df.columns:
+            df = read_table(spark, cfg, name, run_date)
+        out.append((name, cfg.table_path(name), df.count()))
+    return out
+
+
+def register_tables(spark, cfg: Settings) -> list[str]:
+    """Register every existing table under the ``cfg.database`` database; returns their names."""
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database}")
+    names = []
+    for name in S.ALL_TABLES:
+        if is_table(spark, cfg, name):
+            spark.sql(f"CREATE TABLE IF NOT EXISTS {cfg.database}.{name} USING DELTA LOCATION '{cfg.table_path(name)}'")
+            names.append(name)
+    return names

@@ -1,0 +1,125 @@
+"""The one Spark session factory: delta-spark configured, master from SPARK_MASTER, defaults
+sized for a 2-core, 24 GB machine. One session per process (getOrCreate)."""
+
+from __future__ import annotations
+
+import os
+from importlib import metadata
+from pathlib import Path
+
+from lmrec.core.io import TABLE_PROPERTIES
+from lmrec.core.settings import Settings
+
+
+def _pyspark_dir() -> Path:
+    import importlib.util
+
+    return Path(importlib.util.find_spec("pyspark").origin).parent
+
+
+def hadoop_version() -> str:
+    """Hadoop version of the installed pyspark (from its hadoop-client-api jar)."""
+    jars = sorted((_pyspark_dir() / "jars").glob("hadoop-client-api-*.jar"))
+    if not jars:
+        raise RuntimeError(f"no hadoop-client-api jar in {_pyspark_dir() / 'jars'}: is pyspark installed whole?")
+    return jars[-1].name.removeprefix("hadoop-client-api-").removesuffix(".jar")
+
+
+def spark_packages(cfg: Settings) -> list[str]:
+    """Maven coordinates the jobs need: Delta for this pyspark, hadoop-aws (same Hadoop version as
+    pyspark's) when the warehouse is on s3a://, and any in LMREC_SPARK_PACKAGES. Resolved once
+    into the ivy cache (LMREC_IVY_DIR); an image resolves them at build time."""
+    spark_mm = ".".join(metadata.version("pyspark").split(".")[:2])
+    packages = [f"io.delta:delta-spark_{spark_mm}_2.13:{metadata.version('delta-spark')}"]
+    if cfg.warehouse.startswith("s3a://") or cfg.s3_endpoint:
+        packages.append(f"org.apache.hadoop:hadoop-aws:{hadoop_version()}")
+    packages += [p.strip() for p in cfg.spark_packages.split(",") if p.strip()]
+    return packages
+
+
+def s3_conf(cfg: Settings) -> dict[str, str]:
+    """s3a settings for an S3-compatible endpoint (path-style; TLS as the URL says). Credentials
+    come from the standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, instance roles)."""
+    if not cfg.s3_endpoint:
+        return {}
+    return {
+        "spark.hadoop.fs.s3a.endpoint": cfg.s3_endpoint,
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": str(cfg.s3_endpoint.startswith("https")).lower(),
+        "spark.hadoop.fs.s3a.endpoint.region": os.environ.get("AWS_REGION", "us-east-1"),
+    }
+
+
+def spark_conf(cfg: Settings, app_name: str = "lmrec", *, gpu: bool = False) -> dict[str, str]:
+    """The Spark configuration lmrec uses, as a plain dict (also what spark-submit gets). ``gpu``:
+    a GPU job (embedding, training), which gets the GPU executor settings when any are set."""
+    conf = {
+        "spark.app.name": app_name,
+        "spark.master": cfg.spark_master,
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
+        "spark.default.parallelism": str(cfg.shuffle_partitions),
+        "spark.driver.memory": cfg.driver_memory,
+        "spark.ui.enabled": str(cfg.spark_ui).lower(),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.jars.ivy": cfg.ivy_cache,
+        "spark.jars.packages": ",".join(spark_packages(cfg)),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        "spark.sql.warehouse.dir": f"{cfg.home}/spark-warehouse",
+        # Python workers are reused so the text encoder loads once per executor process.
+        "spark.python.worker.reuse": "true",
+    }
+    for key, value in TABLE_PROPERTIES.items():
+        conf["spark.databricks.delta.properties.defaults." + key.removeprefix("delta.")] = value
+    conf.update(s3_conf(cfg))
+    if cfg.spark_master.startswith("local"):
+        conf["spark.driver.host"] = "127.0.0.1"
+        conf["spark.driver.bindAddress"] = "127.0.0.1"
+    if gpu:  # the torch jobs: workers fork from a daemon that has torch and transformers imported
+        conf["spark.python.daemon.module"] = "lmrec.core.spark_daemon"
+    if gpu and cfg.executor_gpus:
+        conf["spark.executor.resource.gpu.amount"] = str(cfg.executor_gpus)
+        conf["spark.task.resource.gpu.amount"] = str(cfg.task_gpus or 1)
+        if cfg.gpu_discovery_script:
+            conf["spark.executor.resource.gpu.discoveryScript"] = cfg.gpu_discovery_script
+        if cfg.spark_master.startswith("k8s://"):
+            conf["spark.executor.resource.gpu.vendor"] = "nvidia.com"
+        if cfg.gpu_image:
+            conf["spark.kubernetes.executor.container.image"] = cfg.gpu_image
+        if cfg.gpu_pod_template:
+            conf["spark.kubernetes.executor.podTemplateFile"] = cfg.gpu_pod_template
+    return conf
+
+
+def get_spark(cfg: Settings | None = None, app_name: str = "lmrec", *, gpu: bool = False):
+    """Return this process's SparkSession, creating it (with Delta) on first call."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    cfg = cfg or Settings.from_env()
+    os.environ.setdefault("PYSPARK_PYTHON", _python())
+    from filelock import FileLock
+
+    builder = SparkSession.builder
+    for key, value in spark_conf(cfg, app_name, gpu=gpu).items():
+        builder = builder.config(key, value)
+    # The JVM resolves spark.jars.packages into the shared Ivy cache as it starts; two jobs doing
+    # that at once (a backfill's parallel runs on a fresh machine) corrupt each other's downloads.
+    Path(cfg.ivy_cache).mkdir(parents=True, exist_ok=True)
+    with FileLock(str(Path(cfg.ivy_cache) / ".lmrec-resolve.lock")):
+        spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    import delta.exceptions  # noqa: F401  (Delta's conflicts now raise as delta.exceptions classes)
+
+    return spark
+
+
+def _python() -> str:
+    import sys
+
+    return sys.executable

@@ -1,0 +1,1 @@
+"""Importers of public datasets and the deterministic demo catalogue (the source format)."""

@@ -1,0 +1,1 @@
+"""The scorer, baselines, evaluation, the MLflow pyfunc and the registry helpers."""

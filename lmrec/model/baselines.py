@@ -1,0 +1,107 @@
+"""Baselines in the same harness: popularity, item-kNN (cosine), EASE, text-only.
+(Spark MLlib ALS lives in the train job, which has the Spark session.)
+
+Each ``fit_*`` returns ``score(users) -> (B, n_items)`` scores; higher is better.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from lmrec.core import schema as S
+
+
+EASE_LAMBDA = 300.0  # the one default EASE L2 λ (the scorer's component and the EASE baseline)
+
+def interactions(train: pd.DataFrame, n_users: int, n_items: int, *, values=None) -> sp.csr_matrix:
+    """(n_users, n_items) CSR of the training pairs (1.0, or ``values``)."""
+    v = np.ones(len(train), dtype=np.float32) if values is None else np.asarray(values, dtype=np.float32)
+    return sp.csr_matrix((v, (train[S.COL_USER_IDX].to_numpy(), train[S.COL_ITEM_IDX].to_numpy())),
+                         shape=(n_users, n_items), dtype=np.float32)
+
+
+def fit_popularity(train, n_users, n_items):
+    counts = np.bincount(train[S.COL_ITEM_IDX], minlength=n_items).astype(np.float32)
+    return lambda users: np.broadcast_to(counts, (len(users), n_items))
+
+
+def popular_items(X: sp.csr_matrix, max_items: int) -> np.ndarray:
+    """Sorted indices of the items with any interaction, at most ``max_items`` of the most popular."""
+    counts = np.asarray(X.sum(0)).ravel()
+    active = np.flatnonzero(counts > 0)
+    if len(active) > max_items:
+        active = np.sort(active[np.argsort(-counts[active], kind="stable")[:max_items]])
+    return active
+
+
+def gram(Xa: sp.spmatrix, dtype=np.float64, block: int = 2048) -> np.ndarray:
+    """Dense XᵀX, filled a block of columns at a time: a near-dense sparse product of 20k items
+    would take about three times the dense matrix's memory."""
+    Xc = sp.csc_matrix(Xa, dtype=np.float32)
+    XT = Xc.T.tocsr()
+    n = Xc.shape[1]
+    G = np.empty((n, n), dtype=dtype)
+    for s in range(0, n, block):
+        G[:, s:s + block] = (XT @ Xc[:, s:s + block]).toarray()
+    return G
+
+
+def fit_item_knn(train, n_users, n_items, *, max_items: int = 20_000):
+    """Item-kNN with cosine similarity over the binary interaction matrix (all neighbours), over
+    at most ``max_items`` (most popular) items, like EASE: the dense similarity is O(n²) memory.
+    For binary X, cos(i, j) = G_ij / sqrt(G_ii G_jj) with G = XᵀX."""
+    X = interactions(train, n_users, n_items)
+    active = popular_items(X, max_items)
+    Xa = X[:, active]
+    sim = gram(Xa, np.float32)
+    inv_norm = 1.0 / np.sqrt(np.clip(np.diag(sim), 1e-9, None))
+    sim *= inv_norm[:, None]
+    sim *= inv_norm[None, :]
+    np.fill_diagonal(sim, 0.0)
+
+    def score(users):
+        out = np.zeros((len(users), n_items), dtype=np.float32)
+        out[:, active] = np.asarray(Xa[users] @ sim)
+        return out
+
+    return score
+
+
+def ease_matrix(X: sp.csr_matrix, lam: float = EASE_LAMBDA, max_items: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
+    """EASE (Steck, 2019): B = I - P diag(1/diag P), P = (XᵀX + λI)⁻¹, zero diagonal.
+
+    Returns (B over the active items, those item indices). Above ``max_items`` active items only
+    the most popular ones are kept (the dense inverse is O(n³)). Peak: two float64 n×n matrices
+    (the Gram matrix and its inverse; 6.4 GB at 20k), then the inverse and the float32 result.
+    """
+    active = popular_items(X, max_items)
+    G = gram(X[:, active], np.float64)
+    G[np.diag_indices_from(G)] += lam
+    # NumPy's inverse, not scipy.linalg.inv(..., overwrite_a=True): the in-place scipy 1.17 path
+    # crashed (segfault in OpenBLAS) on a 20,000² matrix in the 25M benchmark.
+    P = np.linalg.inv(G)
+    del G
+    P /= -np.diag(P).copy()[None, :]
+    np.fill_diagonal(P, 0.0)
+    return P.astype(np.float32, order="C"), active
+
+
+def fit_ease(train, n_users, n_items, *, lam: float = EASE_LAMBDA):
+    """EASE with the same λ as the scorer's EASE component (ScorerConfig.ease_lambda), so the
+    comparison isolates what the rest of the scorer adds."""
+    X = interactions(train, n_users, n_items)
+    B, active = ease_matrix(X, lam)
+
+    def score(users):
+        out = np.zeros((len(users), n_items), dtype=np.float32)
+        out[:, active] = np.asarray(X[users][:, active] @ B)
+        return out
+
+    return score
+
+
+def fit_text_only(user_vectors: np.ndarray, item_vectors: np.ndarray):
+    """Cosine between the user's and the item's text vectors (unit vectors: a dot product)."""
+    return lambda users: user_vectors[users] @ item_vectors.T

@@ -1,0 +1,63 @@
+"""The MLflow side of the scorer: tracking set-up, the registered model's aliases and tags, and
+reading a version's parameters. Contract (DESIGN.md): model ``lmrec-scorer``, alias ``champion``
+is what scoring uses, every version carries ``data_cutoff``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from pathlib import Path
+
+from lmrec.core import schema as S
+from lmrec.core.settings import Settings
+
+EXPERIMENT = "lmrec"
+
+# Tags of a registered version (train sets them; gate adds GATE_* ones).
+TAG_RUN_DATE = "run_date"  # the logical date D it was trained for
+TAG_DATA_CUTOFF = "data_cutoff"  # ISO-8601 UTC exclusive end of its data: D + 1 day 00:00 (contract)
+TAG_TEXT_MODEL = "text_model"  # model id of the item vectors it was fit to
+TAG_TRAIN_REASON = "train_reason"
+TAG_VAL_NDCG = "val_ndcg_at_10"
+TAG_GATE_DECISION = "gate.decision"  # promoted | kept_champion; a version with it has been judged
+TAG_GATE_DATE = "gate.date"
+
+
+def setup_mlflow(cfg: Settings):
+    """The ``mlflow`` module with the tracking URI and the ``lmrec`` experiment set."""
+    import mlflow
+
+    Path(cfg.home).mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(cfg.mlflow_tracking_uri)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        mlflow.create_experiment(EXPERIMENT, artifact_location=Path(cfg.mlflow_artifacts).resolve().as_uri())
+    mlflow.set_experiment(EXPERIMENT)
+    return mlflow
+
+
+def version_by_alias(client, alias: str):
+    """The model version of ``lmrec-scorer`` behind ``alias``, or None when the alias is not set."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(S.MODEL_NAME, alias)
+    except MlflowException:
+        return None
+
+
+def run_date_of(version) -> dt.date | None:
+    """The logical date a model version was trained for (its ``run_date`` tag), or None."""
+    if version is None or TAG_RUN_DATE not in version.tags:
+        return None
+    return dt.date.fromisoformat(version.tags[TAG_RUN_DATE])
+
+
+def load_params(version, part: str = "params"):
+    """One parameter set of model ``version`` (``params``: the refit; ``val_params``: the fit on the
+    validation split's training part), read from a temporary copy of its artifacts that is deleted
+    once read (at 20k EASE items each set is 1.6 GB). The tracking URI must be set (setup_mlflow)."""
+    import mlflow.pyfunc
+
+    with tempfile.TemporaryDirectory(prefix=f"lmrec-v{version}-") as tmp:
+        model = mlflow.pyfunc.load_model(f"models:/{S.MODEL_NAME}/{version}", dst_path=tmp).unwrap_python_model()
+        return getattr(model, part)

@@ -1,0 +1,74 @@
+"""The training data of a date as NumPy arrays: ratings as of D with stable indices, and the text
+vectors aligned to those indices (what train, gate and score read)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from lmrec.core import schema as S
+
+
+@dataclass
+class TrainingData:
+    """Ratings as of D with stable indices, and text vectors aligned to those indices."""
+
+    ratings: pd.DataFrame  # user_idx, item_idx, rating, event_ts
+    user_ids: np.ndarray  # (n_users,) id of each user index ('' where unknown by D)
+    item_ids: np.ndarray  # (n_items,)
+    item_text: np.ndarray  # (n_items, d_t) zero where no text
+    user_text: np.ndarray  # (n_users, d_t)
+    has_item_text: np.ndarray  # (n_items,) bool
+    rating_max: float
+    versions: dict  # Delta table versions read
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+
+def _ids(pdf: pd.DataFrame, col_id: str, col_idx: str) -> np.ndarray:
+    n = int(pdf[col_idx].max()) + 1 if len(pdf) else 0
+    out = np.full(n, "", dtype=object)
+    out[pdf[col_idx].to_numpy()] = pdf[col_id].to_numpy()
+    return out
+
+
+def _vectors(emb: pd.DataFrame, index: pd.DataFrame, col_id: str, col_idx: str, n: int, dim: int):
+    out = np.zeros((n, dim), dtype=np.float32)
+    has = np.zeros(n, dtype=bool)
+    if len(emb):
+        m = emb.merge(index, on=col_id)
+        idx = m[col_idx].to_numpy()
+        out[idx] = np.stack(m[S.COL_VECTOR].to_numpy()).astype(np.float32)
+        has[idx] = True
+    return out, has
+
+
+def load_training_data(spark, cfg, run_date: dt.date) -> TrainingData:
+    """Read the rating matrix, indices and embeddings of ``run_date`` into NumPy."""
+    from lmrec.core.io import read_table, table_version
+
+    rm = read_table(spark, cfg, S.RATING_MATRIX, run_date).select(
+        S.COL_USER_IDX, S.COL_ITEM_IDX, S.COL_RATING, S.COL_EVENT_TS).toPandas()
+    if rm.empty:
+        raise RuntimeError(f"{S.RATING_MATRIX} has no ratings for {run_date}: run ingest and rating_matrix first")
+    uidx = read_table(spark, cfg, S.USER_INDEX).toPandas()
+    iidx = read_table(spark, cfg, S.ITEM_INDEX).toPandas()
+    item_emb = read_table(spark, cfg, S.ITEM_EMBEDDINGS, run_date).select(S.COL_ITEM, S.COL_VECTOR).toPandas()
+    user_emb = read_table(spark, cfg, S.USER_EMBEDDINGS, run_date).select(S.COL_USER, S.COL_VECTOR).toPandas()
+    dim = len(item_emb[S.COL_VECTOR].iloc[0]) if len(item_emb) else 384
+    user_ids, item_ids = _ids(uidx, S.COL_USER, S.COL_USER_IDX), _ids(iidx, S.COL_ITEM, S.COL_ITEM_IDX)
+    item_text, has_item = _vectors(item_emb, iidx, S.COL_ITEM, S.COL_ITEM_IDX, len(item_ids), dim)
+    user_text, _ = _vectors(user_emb, uidx, S.COL_USER, S.COL_USER_IDX, len(user_ids), dim)
+    versions = {t: table_version(spark, cfg, t) for t in (S.RATING_MATRIX, S.ITEM_EMBEDDINGS, S.USER_EMBEDDINGS, S.USER_INDEX, S.ITEM_INDEX)}
+    return TrainingData(rm, user_ids, item_ids, item_text, user_text, has_item, max(cfg.rating_max, float(rm[S.COL_RATING].max())), versions)
+
+

@@ -1,0 +1,134 @@
+"""Shared part of the embedding jobs: incremental, distributed encoding of (id, text) with Spark.
+
+Only texts whose sha256 (under the same model id) has no stored vector are encoded; the rest are
+reused. Encoding runs in ``mapInPandas`` over partitions; each Python worker loads the model once
+(workers are reused) and, on GPU executors, uses the GPU address Spark assigned to its task.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+
+from lmrec.core import schema as S
+from lmrec.core.io import is_table, read_table, write_partition
+from lmrec.core.settings import Settings
+
+log = logging.getLogger(__name__)
+TEXTS_PER_PARTITION = 512
+
+
+def encoder_options(cfg: Settings, spark=None) -> dict:
+    threads = 1
+    if spark is not None:
+        threads = int(spark.conf.get("spark.task.cpus", "1"))
+    return {"model": cfg.text_model, "device": cfg.device, "batch_size": cfg.embed_batch_size,
+            "quantize": cfg.quantize, "threads": threads}
+
+
+def current_model_id(opts: dict) -> str:
+    """The model id the executors will stamp on vectors, from the model's config only."""
+    from lmrec.text.encoder import model_id_for
+
+    return model_id_for(opts["model"], quantize=opts["quantize"] and not opts["device"].startswith("cuda"))
+
+
+def encode_partitions(opts: dict, col_id: str):
+    """A ``mapInPandas`` function: (id, text, text_sha256) batches -> (id, text_sha256, vector)."""
+
+    def encode(batches):
+        import pandas as pd
+        from pyspark import TaskContext
+
+        from lmrec.text.encoder import get_encoder
+
+        frames = [f for f in batches if len(f)]
+        if not frames:  # nothing to encode here: do not load the model
+            return
+        o = dict(opts)
+        ctx = TaskContext.get()
+        gpus = ctx.resources().get("gpu") if ctx is not None else None
+        if gpus is not None and gpus.addresses:
+            o["device"] = f"cuda:{gpus.addresses[0]}"  # the GPU Spark gave this task
+        enc = get_encoder(**o)
+        df = pd.concat(frames, ignore_index=True).sort_values(col_id, kind="stable")
+        vectors = enc.encode(df[S.COL_TEXT].tolist())
+        yield pd.DataFrame({col_id: df[col_id].to_numpy(), S.COL_TEXT_SHA: df[S.COL_TEXT_SHA].to_numpy(),
+                            S.COL_VECTOR: list(vectors)})
+
+    return encode
+
+
+def match_stored(texts, previous, *, model_id: str):
+    """``texts`` (id, text) with their sha256 and the stored vector of that text under
+    ``model_id`` (null where there is none). ``previous``: stored vectors of any date, or None."""
+    from pyspark.sql import functions as F
+
+    texts = texts.withColumn(S.COL_TEXT_SHA, F.sha2(F.col(S.COL_TEXT), 256))
+    if previous is None:
+        return texts.withColumn(S.COL_VECTOR, F.lit(None).cast("array<float>"))
+    known = (previous.where(F.col(S.COL_MODEL_ID) == model_id)
+             .select(S.COL_TEXT_SHA, S.COL_VECTOR).dropDuplicates([S.COL_TEXT_SHA]))
+    return texts.join(known, S.COL_TEXT_SHA, "left")
+
+
+def build_embeddings(joined, *, opts: dict, model_id: str, col_id: str, partitions: int):
+    """(id, model_id, text_sha256, vector) for every row of ``joined`` (from ``match_stored``):
+    stored vectors reused, the others encoded on ``partitions`` partitions. Lazy."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    reused = joined.where(F.col(S.COL_VECTOR).isNotNull()).select(col_id, S.COL_TEXT_SHA, S.COL_VECTOR)
+    todo = joined.where(F.col(S.COL_VECTOR).isNull()).select(col_id, S.COL_TEXT, S.COL_TEXT_SHA)
+    out_schema = T.StructType([T.StructField(col_id, T.StringType()), T.StructField(S.COL_TEXT_SHA, T.StringType()),
+                               T.StructField(S.COL_VECTOR, T.ArrayType(T.FloatType()))])
+    computed = todo.repartition(partitions, col_id).mapInPandas(encode_partitions(opts, col_id), out_schema)
+    out = reused.unionByName(computed).withColumn(S.COL_MODEL_ID, F.lit(model_id))
+    return out.select(col_id, S.COL_MODEL_ID, S.COL_TEXT_SHA, S.COL_VECTOR)
+
+
+def latest_partition(spark, cfg: Settings, table: str, run_date: dt.date):
+    """The stored vectors of the latest date <= ``run_date`` (D itself on a rerun, D-1 on the next
+    night, the last date before D in a backfill), or None. One partition is read, not every night's."""
+    from pyspark.sql import functions as F
+
+    if not is_table(spark, cfg, table):
+        return None
+    stored = read_table(spark, cfg, table)
+    last = stored.where(F.col(S.COL_RUN_DATE) <= F.lit(run_date)).agg(F.max(S.COL_RUN_DATE)).first()[0]
+    return None if last is None else stored.where(F.col(S.COL_RUN_DATE) == F.lit(last))
+
+
+def run_embedding(spark, cfg: Settings, run_date: dt.date, texts, *, table: str, col_id: str,
+                  full_refresh: bool = False) -> dict:
+    """Embed ``texts`` (id, text) for ``run_date`` into ``table``; returns counts and speed.
+    ``full_refresh`` ignores stored vectors and embeds every text again."""
+    from pyspark.sql import functions as F
+
+    opts = encoder_options(cfg, spark)
+    model_id = current_model_id(opts)
+    previous = None if full_refresh else latest_partition(spark, cfg, table, run_date)
+    # One pass builds the texts, hashes them, matches stored vectors and counts what is left to
+    # compute (so the partition count fits the work); the write reads the cached result.
+    joined = match_stored(texts, previous, model_id=model_id).cache()
+    row = joined.agg(F.count(F.lit(1)).alias("n"), F.count_if(F.col(S.COL_VECTOR).isNull()).alias("todo")).first()
+    total, n_todo = int(row["n"]), int(row["todo"])
+    parallelism = spark.sparkContext.defaultParallelism
+    partitions = max(1, min(parallelism * 4, -(-n_todo // TEXTS_PER_PARTITION)))
+    if n_todo:
+        partitions = max(partitions, min(parallelism, n_todo))
+    out = build_embeddings(joined, opts=opts, model_id=model_id, col_id=col_id, partitions=partitions)
+    log.info("%s %s: %d texts, %d reused, %d to compute on %d partitions (model %s)",
+             table, run_date, total, total - n_todo, n_todo, partitions, model_id)
+    t0 = time.perf_counter()  # wall-clock ok: throughput only
+    write_partition(out, cfg, table, run_date)
+    secs = time.perf_counter() - t0  # wall-clock ok
+    joined.unpersist()
+    stats = {"texts": total, "reused": total - n_todo, "computed": n_todo, "seconds": round(secs, 2),
+             "texts_per_second": round(n_todo / secs, 1) if n_todo else None, "model_id": model_id}
+    log.info("%s %s: computed %d vectors, reused %d, %.1fs%s", table, run_date, n_todo, total - n_todo, secs,
+             f" ({stats['texts_per_second']} texts/s)" if n_todo else "")
+    # One model id per partition by construction: every row gets ``model_id`` and replaceWhere
+    # replaces the whole partition (tested in tests/test_embeddings.py).
+    return stats

@@ -1,0 +1,46 @@
+"""The Spark configuration the jobs get: Delta for the installed pyspark, hadoop-aws for s3a://,
+GPU resources and the torch daemon only for the GPU jobs."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from lmrec.core.spark import hadoop_version, spark_conf
+from tests.conftest import make_cfg
+
+
+def test_local_default_has_delta_and_nothing_else(tmp_path):
+    conf = spark_conf(make_cfg(tmp_path))
+    spark_mm = ".".join(metadata.version("pyspark").split(".")[:2])
+    assert conf["spark.jars.packages"] == f"io.delta:delta-spark_{spark_mm}_2.13:{metadata.version('delta-spark')}"
+    assert not any("s3a" in k or ".gpu." in k for k in conf)
+    assert "spark.python.daemon.module" not in conf
+    assert conf["spark.sql.session.timeZone"] == "UTC"
+
+
+def test_s3a_warehouse_adds_hadoop_aws_of_pysparks_hadoop_and_endpoint(tmp_path):
+    cfg = make_cfg(tmp_path, LMREC_WAREHOUSE="s3a://bucket/wh", LMREC_S3_ENDPOINT="http://127.0.0.1:9000")
+    conf = spark_conf(cfg)
+    assert f"org.apache.hadoop:hadoop-aws:{hadoop_version()}" in conf["spark.jars.packages"].split(",")
+    assert hadoop_version().count(".") == 2
+    assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000"
+    assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
+    assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "false"
+    # AWS itself: hadoop-aws, but no endpoint override
+    aws = spark_conf(make_cfg(tmp_path, LMREC_WAREHOUSE="s3a://bucket/wh"))
+    assert "hadoop-aws" in aws["spark.jars.packages"] and "spark.hadoop.fs.s3a.endpoint" not in aws
+
+
+def test_gpu_settings_reach_only_gpu_jobs(tmp_path):
+    cfg = make_cfg(tmp_path, LMREC_EXECUTOR_GPUS="1", LMREC_TASK_GPUS="0.5", LMREC_GPU_DISCOVERY_SCRIPT="/d.sh",
+                   SPARK_MASTER="k8s://https://k8s", LMREC_GPU_IMAGE="lmrec-gpu:1", LMREC_GPU_POD_TEMPLATE="/t.yaml",
+                   LMREC_SPARK_PACKAGES="org.example:extra:1.0")
+    gpu, cpu = spark_conf(cfg, gpu=True), spark_conf(cfg, gpu=False)
+    assert gpu["spark.executor.resource.gpu.amount"] == "1.0" and gpu["spark.task.resource.gpu.amount"] == "0.5"
+    assert gpu["spark.executor.resource.gpu.discoveryScript"] == "/d.sh"
+    assert gpu["spark.executor.resource.gpu.vendor"] == "nvidia.com"
+    assert gpu["spark.kubernetes.executor.container.image"] == "lmrec-gpu:1"
+    assert gpu["spark.kubernetes.executor.podTemplateFile"] == "/t.yaml"
+    assert gpu["spark.python.daemon.module"] == "lmrec.core.spark_daemon"
+    assert not any(".gpu." in k or "kubernetes" in k or "daemon" in k for k in cpu)
+    assert cpu["spark.jars.packages"].endswith(",org.example:extra:1.0")

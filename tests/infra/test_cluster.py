@@ -1,0 +1,165 @@
+"""Beyond one machine, for real: a Spark standalone cluster (a master and two workers started from
+the installed pyspark on 127.0.0.1) running the jobs with the warehouse on an S3-compatible
+object store (moto's server on loopback) through s3a:// (hadoop-aws), against the same jobs on
+``local[2]`` with a local warehouse. The outputs must be the same."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lmrec.core import schema as S
+from tests.conftest import D3
+
+REPO = Path(__file__).resolve().parents[2]
+JOBS = "ingest,rating_matrix,embed_items,embed_users,train,gate,score,validate"
+pytestmark = pytest.mark.spark
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spark_class(*args: str, log: Path) -> subprocess.Popen:
+    import pyspark
+
+    home = Path(pyspark.__file__).parent
+    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOCAL_HOSTNAME": "127.0.0.1"}
+    return subprocess.Popen([str(home / "bin" / "spark-class"), *args], env=env, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def spark_cluster(tmp_path_factory):
+    """A standalone master and two 1-core workers (master URL, status URL); stopped at teardown."""
+    d = tmp_path_factory.mktemp("cluster")
+    port, ui = _free_port(), _free_port()
+    procs = [_spark_class("org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
+                          "--webui-port", str(ui), log=d / "master.log")]
+    url = f"spark://127.0.0.1:{port}"
+    for w in (1, 2):
+        procs.append(_spark_class("org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "1",
+                                  "--memory", "3g", "--webui-port", str(_free_port()), "--work-dir", str(d / f"work{w}"),
+                                  url, log=d / f"worker{w}.log"))
+    try:
+        alive = 0
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as r:
+                    alive = json.load(r).get("aliveworkers", 0)
+            except OSError:
+                pass
+            if alive == 2:
+                break
+            time.sleep(1)
+        assert alive == 2, f"cluster did not start: {alive} workers alive; logs in {d}"
+        yield {"url": url, "status": f"http://127.0.0.1:{ui}/json/"}
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3 server on loopback with a bucket ``lmrec``; yields its endpoint URL."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket="lmrec")
+    yield endpoint
+    server.stop()
+
+
+def _start_jobs(home: Path, source: Path, **env) -> subprocess.Popen:
+    """Start every job for D3 in one ``lmrec pipeline`` process (stderr to ``home/pipeline.log``)."""
+    home.mkdir(parents=True, exist_ok=True)
+    full = {**os.environ, "LMREC_HOME": str(home), "LMREC_SPARK_UI": "0", "LMREC_SHUFFLE_PARTITIONS": "2",
+            "LMREC_TRAIN_EPOCHS": "2", "LMREC_TRAIN_ALS": "0", "LMREC_OPTIMIZE": "0", "LMREC_DRIVER_MEMORY": "2g",
+            "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOCAL_HOSTNAME": "127.0.0.1", **env}
+    return subprocess.Popen([sys.executable, "-m", "lmrec.cli", "pipeline", "--date", str(D3), "--source", str(source),
+                             "--jobs", JOBS], env=full, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=(home / "pipeline.log").open("w"))
+
+
+def _wait(proc: subprocess.Popen, home: Path) -> None:
+    rc = proc.wait(timeout=1800)
+    assert rc == 0, f"pipeline in {home} failed:\n{(home / 'pipeline.log').read_text()[-5000:]}"
+
+
+def _table(uri: str, s3: str | None = None) -> pd.DataFrame:
+    """Read a Delta table with delta-rs (an independent reader), from disk or from the S3 server."""
+    from deltalake import DeltaTable
+
+    opts = None
+    if s3:
+        opts = {"AWS_ENDPOINT_URL": s3, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
+    df = DeltaTable(uri, storage_options=opts).to_pandas()
+    return df[df[S.COL_RUN_DATE].astype(str) == str(D3)] if S.COL_RUN_DATE in df.columns else df
+
+
+def _completed_apps(status_url: str, wait_s: float = 60) -> list[str]:
+    """Names of the master's completed applications, once there is one or after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with urllib.request.urlopen(status_url, timeout=5) as r:
+            names = [a["name"] for a in json.load(r)["completedapps"]]
+        if names or time.monotonic() > deadline:
+            return names
+        time.sleep(1)
+
+
+def test_standalone_cluster_on_object_storage_equals_local(tmp_path, demo_source, spark_cluster, s3_server):
+    # Both runs at once (independent homes): most of their time is JVM and Delta latency, not CPU.
+    local_run = _start_jobs(tmp_path / "local", demo_source, SPARK_MASTER="local[2]")
+    cluster_run = _start_jobs(tmp_path / "cluster", demo_source, SPARK_MASTER=spark_cluster["url"],
+                              LMREC_WAREHOUSE="s3a://lmrec/warehouse", LMREC_S3_ENDPOINT=s3_server, **S3_KEYS)
+    _wait(local_run, tmp_path / "local")
+    _wait(cluster_run, tmp_path / "cluster")
+    # The jobs really ran as an application of the cluster. The master moves an application to
+    # "completed" asynchronously after its driver exits, so poll for a while.
+    assert _completed_apps(spark_cluster["status"]) == ["lmrec-pipeline-" + str(D3)]
+
+    local = str(tmp_path / "local" / "warehouse")
+    for name, key in [(S.RATING_MATRIX, ["user_id", "item_id"]), (S.RECOMMENDATIONS, ["user_id", "rank"]),
+                      (S.QUARANTINE, None), (S.ITEM_EMBEDDINGS, ["item_id"]), (S.USER_EMBEDDINGS, ["user_id"])]:
+        a = _table(f"{local}/{name}")
+        b = _table(f"s3://lmrec/warehouse/{name}", s3_server)
+        assert len(a) == len(b), f"{name}: {len(a)} rows locally, {len(b)} on the cluster"
+        if key is None:
+            continue
+        a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+        if name in (S.ITEM_EMBEDDINGS, S.USER_EMBEDDINGS):
+            # Executors run torch with other thread counts: the same vectors up to float rounding.
+            assert (a[key[0]] == b[key[0]]).all() and (a["text_sha256"] == b["text_sha256"]).all()
+            np.testing.assert_allclose(np.stack(a["vector"]), np.stack(b["vector"]), atol=1e-5)
+        elif name == S.RECOMMENDATIONS:
+            cols = ["user_id", "rank", "item_id", "model_version"]
+            pd.testing.assert_frame_equal(a[cols], b[cols])
+            np.testing.assert_allclose(a["score"], b["score"], rtol=1e-4, atol=1e-5)
+        else:
+            pd.testing.assert_frame_equal(a, b, check_like=True)
+    assert len(_table(f"{local}/{S.RECOMMENDATIONS}")) > 0

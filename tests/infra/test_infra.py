@@ -1,0 +1,254 @@
+"""What cannot run here (no Docker engine, no Kubernetes) is checked statically: the Dockerfiles
+pass hadolint and copy files that exist; the compose stack and the Kubernetes manifests parse and
+reference files, images, services, variables, ConfigMaps and Secrets that exist; the DAG in
+spark-submit mode hands each job the Spark configuration it needs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmrec import pipeline
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKER = REPO / "docker"
+INFRA = REPO / "infra"
+DOCKERFILES = sorted(DOCKER.glob("Dockerfile*"))
+# Image name built from each Dockerfile (the names the compose file and manifests use).
+IMAGES = {"Dockerfile": "lmrec", "Dockerfile.gpu": "lmrec-gpu", "Dockerfile.airflow": "lmrec-airflow",
+          "Dockerfile.mlflow": "lmrec-mlflow"}
+
+
+def test_every_dockerfile_has_an_image_name():
+    assert {p.name for p in DOCKERFILES} == set(IMAGES)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_passes_hadolint(dockerfile):
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    proc = subprocess.run([hadolint, "--failure-threshold", "info", str(dockerfile)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_copies_files_that_exist_and_pins_versions(dockerfile):
+    text = dockerfile.read_text()
+    for line in re.findall(r"^COPY (.+)$", text, flags=re.M):
+        parts = [p for p in line.split() if not p.startswith("--")]
+        for src in parts[:-1]:
+            assert (REPO / src).exists(), f"{dockerfile.name}: COPY {src}: no such file in the build context"
+            assert not any(src.startswith(x) for x in (".venv", "var")), f"{dockerfile.name} copies {src}"
+    args = set(re.findall(r"^ARG (\w+)", text, flags=re.M))
+    assert args, f"{dockerfile.name}: versions should be build arguments"
+    for used in re.findall(r"\$\{(\w+)\}", text):
+        assert used in args or re.search(rf"^ENV .*\b{used}=|^\s+{used}=", text, flags=re.M) or used == "PATH", \
+            f"{dockerfile.name}: ${{{used}}} is not an ARG or ENV"
+    user = re.findall(r"^USER (\S+)", text, flags=re.M)
+    assert user and user[-1] not in ("0", "root"), f"{dockerfile.name}: must not run as root"
+
+
+def test_dockerignore_keeps_local_state_out():
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".venv", "var", ".git"} <= set(ignored)
+
+
+def _compose():
+    return yaml.safe_load((INFRA / "docker-compose.yml").read_text())
+
+
+def _variables(obj) -> set[str]:
+    """${VAR} references without a default (``$$`` escapes are not references)."""
+    text = json.dumps(obj).replace("$$", "")
+    return {m for m in re.findall(r"\$\{(\w+)\}", text)}
+
+
+def test_compose_stack_is_complete_and_consistent():
+    c = _compose()
+    services = c["services"]
+    for needed in ("postgres", "minio", "mlflow", "spark-master", "spark-worker-1", "spark-worker-2",
+                   "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor"):
+        assert needed in services, f"compose stack lacks {needed}"
+    env_example = dict(line.split("=", 1) for line in (INFRA / ".env.example").read_text().splitlines()
+                       if line and not line.startswith("#"))
+    missing = _variables(c) - set(env_example)
+    assert not missing, f"variables used in docker-compose.yml but not in .env.example: {sorted(missing)}"
+    for name, svc in services.items():
+        for dep in svc.get("depends_on", {}):
+            assert dep in services, f"{name} depends on unknown service {dep}"
+        long_running = svc.get("restart") != "no"
+        if long_running:
+            assert "healthcheck" in svc, f"{name}: long-running service without a health check"
+        build = svc.get("build")
+        if build:
+            context = (INFRA / build["context"]).resolve()
+            assert (context / build["dockerfile"]).exists(), f"{name}: {build['dockerfile']} not found"
+            image = svc["image"].split(":")[0]
+            assert image == IMAGES[Path(build["dockerfile"]).name], f"{name}: image {image} from {build['dockerfile']}"
+            assert set(build.get("args", {})) <= set(re.findall(r"^ARG (\w+)", (context / build["dockerfile"]).read_text(), flags=re.M))
+        elif svc.get("image", "").split(":")[0] in IMAGES.values():
+            built = {s["image"] for s in services.values() if s.get("build")}
+            assert svc["image"] in built, f"{name}: image {svc['image']} is built by no service"
+        for vol in svc.get("volumes", []):
+            src = vol.split(":")[0]
+            if src.startswith("."):
+                assert (INFRA / src).exists(), f"{name}: bind mount {src} does not exist"
+            else:
+                assert src in c.get("volumes", {}), f"{name}: named volume {src} not declared"
+    # The jobs see the warehouse on the object store and MLflow as a server.
+    worker_env = services["spark-worker-1"]["environment"]
+    assert worker_env["LMREC_WAREHOUSE"].startswith("s3a://") and worker_env["MLFLOW_TRACKING_URI"].startswith("http://mlflow")
+    assert services["airflow-scheduler"]["environment"]["LMREC_RUNNER"] == "spark-submit"
+
+
+def _manifests():
+    docs = []
+    for path in sorted((INFRA / "k8s").glob("*.yaml")):
+        if path.name == "airflow-values.yaml":
+            continue
+        docs += [(path.name, d) for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def test_kubernetes_manifests_parse_and_reference_what_exists():
+    docs = _manifests()
+    assert docs
+    defined = {(d["kind"], d["metadata"]["name"]) for _, d in docs}
+    for name, d in docs:
+        assert {"apiVersion", "kind", "metadata"} <= set(d), f"{name}: not a Kubernetes object"
+        text = json.dumps(d)
+        for ref in re.findall(r'"secretKeyRef": \{"name": "([^"]+)"', text) + re.findall(r'"secretRef": \{"name": "([^"]+)"', text):
+            assert ("Secret", ref) in defined, f"{name}: Secret {ref} is not defined (see secrets.example.yaml)"
+        for ref in re.findall(r'"configMapRef": \{"name": "([^"]+)"', text) + re.findall(r'"configMap": \{"name": "([^"]+)"', text):
+            assert ("ConfigMap", ref) in defined, f"{name}: ConfigMap {ref} is not defined"
+        for image in re.findall(r'"image": "([^"]+)"', text):
+            assert image.split("/")[-1].split(":")[0] in IMAGES.values(), f"{name}: image {image} is not built here"
+        if d["kind"] == "RoleBinding":
+            assert ("Role", d["roleRef"]["name"]) in defined and ("ServiceAccount", d["subjects"][0]["name"]) in defined
+    conf = next(d for _, d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "lmrec-spark-conf")["data"]
+    env = next(d for _, d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "lmrec-env")["data"]
+    # The pod templates the settings name are in the Spark ConfigMap, and parse.
+    for key in ("LMREC_GPU_POD_TEMPLATE",):
+        assert Path(env[key]).name in conf
+    for name, body in conf.items():
+        if name.endswith(".yaml"):
+            assert yaml.safe_load(body)["kind"] == "Pod"
+    gpu = yaml.safe_load(conf["gpu-executor-template.yaml"])
+    assert gpu["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert env["LMREC_GPU_IMAGE"].split("/")[-1].startswith("lmrec-gpu:")
+    # Every LMREC_ setting named in the ConfigMap exists in lmrec/core/settings.py.
+    from dataclasses import fields
+
+    from lmrec.core.settings import Settings
+
+    known = {"LMREC_" + f.name.upper() for f in fields(Settings)}
+    assert {k for k in env if k.startswith("LMREC_")} <= known
+
+
+def test_airflow_helm_values_use_the_project_image_and_config():
+    values = yaml.safe_load((INFRA / "k8s" / "airflow-values.yaml").read_text())
+    assert values["images"]["airflow"]["repository"].split("/")[-1] == "lmrec-airflow"
+    defined = {(d["kind"], d["metadata"]["name"]) for _, d in _manifests()}
+    assert ("ConfigMap", values["volumes"][0]["configMap"]["name"]) in defined
+    for s in values["secret"]:
+        assert ("Secret", s["secretName"]) in defined
+    assert ("ServiceAccount", values["workers"]["serviceAccount"]["name"]) in defined
+    for ref in re.findall(r"name: (\S+)", values["extraEnvFrom"]):
+        assert ("ConfigMap", ref) in defined
+
+
+def test_infra_readme_names_every_file():
+    readme = (INFRA / "README.md").read_text()
+    for path in [*INFRA.glob("*.yml"), INFRA / ".env.example", *(INFRA / "k8s").glob("*.yaml"), *DOCKERFILES]:
+        assert path.name in readme, f"infra/README.md does not mention {path.name}"
+
+
+@pytest.mark.airflow
+def test_dag_in_spark_submit_mode_hands_each_job_its_spark_conf(tmp_path):
+    """LMREC_RUNNER=spark-submit: every task is a SparkSubmitOperator on spark_default with the
+    Delta (and, for s3a://, hadoop-aws) packages; only the GPU jobs get the GPU resources."""
+    code = (
+        "import json\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"d = DagBag({str(REPO / 'dags')!r}).dags['nightly_recommendations']\n"
+        "print(json.dumps({t.task_id: {'op': type(t).__name__, 'conn': t._conn_id, 'conf': t.conf,\n"
+        "  'app': t.application, 'args': t.application_args} for t in d.tasks}))\n")
+    env = {**os.environ, "LMREC_HOME": str(tmp_path), "AIRFLOW_HOME": str(tmp_path / "airflow"),
+           "LMREC_RUNNER": "spark-submit", "LMREC_WAREHOUSE": "s3a://bucket/warehouse", "LMREC_EXECUTOR_GPUS": "1",
+           "LMREC_TASK_GPUS": "1", "LMREC_GPU_DISCOVERY_SCRIPT": "/opt/lmrec/gpu-discovery.sh",
+           "SPARK_MASTER": "k8s://https://kubernetes.default.svc", "LMREC_GPU_IMAGE": "lmrec-gpu:1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    tasks = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(tasks) == 8
+    for name, t in tasks.items():
+        assert t["op"] == "SparkSubmitOperator" and t["conn"] == "spark_default"
+        assert Path(t["app"]) == REPO / "jobs" / f"{name}.py" and Path(t["app"]).exists()
+        assert t["args"][:2] == ["--date", "{{ ds }}"]
+        # Rendered as Airflow would, the arguments parse with the jobs' own command line.
+        values = {"{{ ds }}": "2024-06-30", "{{ params.source }}": "/data/src", "{{ params.top_k }}": "10",
+                  "{{ params.retrain }}": "auto", "{{ params.full_refresh }}": "False"}
+        spec = pipeline.job(name)
+        parser = pipeline.add_job_arguments(argparse.ArgumentParser(), spec.options)
+        args = parser.parse_args([values.get(a, a) for a in t["args"]])
+        expected = {"top_k": 10, "retrain": "auto", "full_refresh": False}
+        assert pipeline.options_of(args) == {o: expected[o] for o in spec.options} and args.source == "/data/src"
+        packages = t["conf"]["spark.jars.packages"]
+        assert "io.delta:delta-spark_" in packages and "org.apache.hadoop:hadoop-aws:" in packages
+        gpu = "spark.executor.resource.gpu.amount" in t["conf"]
+        assert gpu == (name in ("embed_items", "embed_users", "train")), name
+        assert ("spark.kubernetes.executor.container.image" in t["conf"]) == gpu
+        assert "spark.master" not in t["conf"]  # the connection decides where the job runs
+
+
+def test_job_options_reach_only_the_jobs_that_take_them(monkeypatch, tmp_path):
+    """The pipeline command hands every job the same options (--top-k, --retrain, --full-refresh):
+    each job gets those its registry row names; an unknown option is an error."""
+    import datetime as dt
+
+    from tests.conftest import make_cfg
+
+    jobs_dir = tmp_path / "fakejobs"
+    jobs_dir.mkdir()
+    (jobs_dir / "fake.py").write_text(
+        "SEEN = {}\n"
+        "def run(run_date, *, cfg, spark, source=None, top_k=None):\n"
+        "    SEEN.update(run_date=run_date, top_k=top_k)\n"
+        "    return 'done'\n")
+    monkeypatch.setattr(pipeline, "JOBS", pipeline.JOBS + (pipeline.Job("fake", (), 1, options=("top_k",)),))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    day = dt.date(2024, 6, 30)
+    cfg = make_cfg(tmp_path, LMREC_JOBS_DIR=jobs_dir)
+    assert pipeline.run_job("fake", day, cfg=cfg, spark=object(), top_k=5, retrain="always", full_refresh=True) == "done"
+    assert pipeline.job_module("fake", cfg).SEEN == {"run_date": day, "top_k": 5}
+    with pytest.raises(TypeError, match="typo"):
+        pipeline.run_job("fake", day, cfg=cfg, spark=object(), typo=1)
+
+
+def test_registry_drives_the_cli_and_names_real_modules():
+    """Every registry row has its module jobs/<name>.py with run() and main(); the CLI's job
+    choices are the registry's, and jobs/ holds nothing but the jobs."""
+    import ast
+
+    from lmrec.cli import build_parser
+
+    files = {p.stem for p in (REPO / "jobs").glob("*.py")} - {"__init__"}
+    assert files == set(pipeline.JOB_NAMES)
+    for name in pipeline.JOB_NAMES:
+        tree = ast.parse((REPO / "jobs" / f"{name}.py").read_text())
+        defs = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        assert {"run", "main"} <= defs, name
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not any(m == "jobs" or m.startswith("jobs.") for m in imported), f"jobs/{name}.py imports a job"
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    job_cmd = sub.choices["job"]
+    name_arg = next(a for a in job_cmd._actions if a.dest == "name")
+    assert tuple(name_arg.choices) == pipeline.JOB_NAMES

@@ -1,0 +1,79 @@
+"""Metrics on hand-worked examples; splits."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lmrec.model import evaluation as E
+from lmrec.core import schema as S
+
+TOP = np.array([[1, 2, 3], [4, 5, 6]])
+REL = [{1, 3}, {9}]
+
+
+def test_precision_recall_hit_rate():
+    assert E.precision_at_k(TOP, REL, 3) == pytest.approx((2 / 3 + 0) / 2)
+    assert E.recall_at_k(TOP, REL, 3) == pytest.approx((1.0 + 0) / 2)
+    assert E.hit_rate_at_k(TOP, REL, 3) == 0.5
+
+
+def test_ndcg_hand_worked():
+    dcg = 1 / math.log2(2) + 1 / math.log2(4)
+    idcg = 1 / math.log2(2) + 1 / math.log2(3)
+    assert E.ndcg_at_k(TOP, REL, 3) == pytest.approx((dcg / idcg + 0) / 2)
+
+
+def test_map_hand_worked():
+    # user 0: hits at ranks 1 and 3 -> (1/1 + 2/3) / min(3, 2)
+    assert E.map_at_k(TOP, REL, 3) == pytest.approx(((1 + 2 / 3) / 2 + 0) / 2)
+
+
+def test_perfect_is_one_reversed_is_lower():
+    top = np.array([[0, 1, 2, 3, 4, 5]])
+    rel = [{0, 1}]
+    assert E.ndcg_at_k(top, rel, 6) == pytest.approx(1.0)
+    assert E.map_at_k(top, rel, 6) == pytest.approx(1.0)
+    rev = top[:, ::-1]
+    assert E.ndcg_at_k(rev, rel, 6) < 1.0 and E.map_at_k(rev, rel, 6) < 1.0
+
+
+def test_rmse_mae_coverage_novelty_diversity():
+    assert E.rmse([1, 2], [2, 4]) == pytest.approx(math.sqrt(2.5))
+    assert E.mae([1, 2], [2, 4]) == pytest.approx(1.5)
+    assert E.catalog_coverage(TOP, 12) == pytest.approx(0.5)
+    pop = np.full(10, 0.25)
+    assert E.novelty(TOP, pop) == pytest.approx(2.0)
+    v = np.eye(7)
+    assert E.intra_list_diversity(TOP, v) == pytest.approx(1.0)
+    assert E.intra_list_diversity(np.array([[1, 1]]), v) == pytest.approx(0.0)
+
+
+def test_top_k_ties_by_item_index_and_exclusion():
+    import scipy.sparse as sp
+
+    scores = np.array([[0.5, 0.9, 0.9, 0.1]])
+    assert E.top_k_from_scores(scores, 3).tolist() == [[1, 2, 0]]
+    ex = sp.csr_matrix(([1.0], ([0], [1])), shape=(1, 4))
+    assert E.top_k_from_scores(scores, 2, ex).tolist() == [[2, 0]]
+
+
+def _ratings(n_users=20, per_user=10):
+    rows = [(u, (u * 7 + j) % 50, 1.0 + j % 5, pd.Timestamp("2024-01-01") + pd.Timedelta(days=j))
+            for u in range(n_users) for j in range(per_user)]
+    return pd.DataFrame(rows, columns=[S.COL_USER_IDX, S.COL_ITEM_IDX, S.COL_RATING, S.COL_EVENT_TS])
+
+
+def test_splits():
+    df = _ratings()
+    train, test = E.random_split(df, 0.75, seed=1)
+    assert len(train) + len(test) == len(df)
+    assert (train.groupby(S.COL_USER_IDX).size() == 8).all()  # round(10 * 0.75) = 8 per user
+    pd.testing.assert_frame_equal(E.random_split(df, 0.75, seed=1)[0], train)
+    tr, te = E.temporal_split(df, 0.8)
+    assert (tr.groupby(S.COL_USER_IDX)[S.COL_EVENT_TS].max().values < te.groupby(S.COL_USER_IDX)[S.COL_EVENT_TS].min().values).all()
+    tr, te, cold = E.cold_item_split(df, 0.2, seed=3)
+    assert len(cold) == 10 and not set(tr[S.COL_ITEM_IDX]) & set(cold) and set(te[S.COL_ITEM_IDX]) <= set(cold)
