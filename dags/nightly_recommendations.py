@@ -99,7 +99,7 @@ def _reference(result):
     default_args={"retries": CFG.task_retries, "retry_delay": dt.timedelta(minutes=1), "retry_exponential_backoff": True,
                   "max_retry_delay": dt.timedelta(minutes=30)},
     params={
-        "source": Param(CFG.source, type="string", minLength=1, description="source directory (DESIGN.md source format)"),
+        "source": Param(CFG.source, type="string", minLength=1, description="source directory (docs/ARCHITECTURE.md, Source format)"),
         "top_k": Param(CFG.top_k, type="integer", minimum=1, maximum=S.MAX_K, description="recommendations per user"),
         "full_refresh": Param(False, type="boolean", description="re-embed every text, ignoring stored vectors"),
         "retrain": Param(CFG.retrain, type="string", enum=["auto", "always"],

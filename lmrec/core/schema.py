@@ -45,7 +45,7 @@ COL_SCORE = "score"
 COL_MODEL_VERSION = "model_version"
 COL_BECAUSE = "because_item_id"
 
-# Source files (DESIGN.md, contract): stem -> (required columns, optional columns).
+# Source files (docs/ARCHITECTURE.md, Source format; a contract): stem -> (required columns, optional columns).
 SOURCE_FILES = {
     "ratings": ((COL_USER, COL_ITEM, COL_RATING, COL_TIMESTAMP), ()),
     "items": ((COL_ITEM, COL_TITLE), (COL_DESCRIPTION, COL_CATEGORIES)),

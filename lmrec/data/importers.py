@@ -1,4 +1,4 @@
-"""Importers: public datasets -> the source format of DESIGN.md (ratings, items, user_text).
+"""Importers: public datasets -> the source format of docs/ARCHITECTURE.md (ratings, items, user_text).
 
 Small, single-machine conversions with pandas; the Spark ingest job validates what they write.
 """

@@ -1,6 +1,6 @@
 """The scorer as an MLflow pyfunc (what the registry stores) and the state it carries.
 
-Contract (DESIGN.md): registered model ``lmrec-scorer``; ``predict`` takes a DataFrame with
+Contract (docs/ARCHITECTURE.md, MLflow): registered model ``lmrec-scorer``; ``predict`` takes a DataFrame with
 ``user_id`` and ``item_id`` and returns ``score`` (ranking score) and ``rating`` (predicted
 rating on the source's scale). Users and items with text but no ratings are scored from text.
 """

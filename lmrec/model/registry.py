@@ -1,5 +1,5 @@
 """The MLflow side of the scorer: tracking set-up, the registered model's aliases and tags, and
-reading a version's parameters. Contract (DESIGN.md): model ``lmrec-scorer``, alias ``champion``
+reading a version's parameters. Contract (docs/ARCHITECTURE.md, MLflow): model ``lmrec-scorer``, alias ``champion``
 is what scoring uses, every version carries ``data_cutoff``."""
 
 from __future__ import annotations

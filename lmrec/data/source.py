@@ -1,0 +1,223 @@
+"""A source directory (the contract's format) read and validated: every file as string columns
+with its raw record, checks that give each bad row one rejection reason, and the split into
+accepted bronze rows and quarantined ones. Pure DataFrame transforms; the ingest job writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmrec.core import schema as S
+from lmrec.core.io import SourceError
+from lmrec.core.settings import Settings
+
+CORRUPT = "_corrupt_record"
+RAW = "_raw"
+ORDER = "_order"
+
+
+class RejectionRateError(RuntimeError):
+    """More rows were rejected than the configured threshold allows (quarantine is written)."""
+
+
+@dataclass
+class FileCounts:
+    source_file: str
+    rows_in: int
+    accepted: int
+    rejected: dict[str, int]
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    @property
+    def reconciles(self) -> bool:
+        return self.rows_in == self.accepted + self.rejected_total
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading: every source file becomes string columns + the raw record + its order in the file.
+
+def read_source(spark, path: str, fmt: str, stem: str):
+    """Read one source file as all-string columns plus ``_raw`` (the record as read),
+    ``_corrupt_record`` (set for malformed CSV lines) and ``_order``.
+
+    Raises:
+        SourceError: a required column is missing (the message names file and column).
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    required, optional = S.SOURCE_FILES[stem]
+    if fmt == "csv":
+        header = spark.read.option("header", True).csv(path).columns
+    else:
+        header = spark.read.parquet(path).columns
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise SourceError(f"{path}: required column(s) {', '.join(missing)} missing (found: {', '.join(header)})")
+    if fmt == "csv":
+        schema = T.StructType([T.StructField(c, T.StringType()) for c in header]
+                              + [T.StructField(CORRUPT, T.StringType())])
+        df = (spark.read.schema(schema).option("header", True).option("multiLine", True)
+              .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
+              .option("escape", '"').option("encoding", "UTF-8").csv(path))
+    else:
+        df = spark.read.parquet(path)
+        df = df.select(*[F.col(c).cast("string").alias(c) for c in header]).withColumn(CORRUPT, F.lit(None).cast("string"))
+    df = df.withColumn(ORDER, F.monotonically_increasing_id())
+    raw_json = F.to_json(F.struct(*[F.col(c) for c in header]))
+    df = df.withColumn(RAW, F.coalesce(F.col(CORRUPT), raw_json))
+    for c in optional:
+        if c not in header:
+            df = df.withColumn(c, F.lit(None).cast("string"))
+    extras = [c for c in header if c not in required and c not in optional]
+    attrs = F.to_json(F.create_map(*[x for c in extras for x in (F.lit(c), F.col(c))])) if extras else F.lit(None)
+    return df.withColumn(S.COL_ATTRIBUTES, attrs.cast("string"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: pure DataFrame -> DataFrame transforms.
+
+def _blank(c):
+    from pyspark.sql import functions as F
+
+    return F.col(c).isNull() | (F.trim(F.col(c)) == "")
+
+
+def parse_timestamp(c):
+    """Unix seconds (integer or decimal) or ISO-8601 -> UTC timestamp; null when unparseable."""
+    from pyspark.sql import functions as F
+
+    col = F.trim(F.col(c))
+    numeric = col.rlike(r"^-?\d+(\.\d+)?$")
+    return F.when(numeric, F.timestamp_seconds(col.try_cast("double"))).otherwise(F.try_to_timestamp(col))
+
+
+def _first_reason(checks):
+    """``checks`` is [(condition, reason)]; returns a column with the first failing reason."""
+    from pyspark.sql import functions as F
+
+    expr = F.lit(None).cast("string")
+    for cond, reason in reversed(checks):
+        expr = F.when(cond, F.lit(reason)).otherwise(expr)
+    return expr
+
+
+def _mark_duplicates(df, key_cols):
+    """Reason ``exact_duplicate`` for every repeat of an identical record (first one kept)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.partitionBy(*key_cols).orderBy(ORDER)
+    rn = F.row_number().over(w)
+    return df.withColumn(S.COL_REASON, F.when(F.col(S.COL_REASON).isNull() & (rn > 1), F.lit(S.REASON_DUPLICATE))
+                         .otherwise(F.col(S.COL_REASON)))
+
+
+def _text_checks(cols, max_chars):
+    from pyspark.sql import functions as F
+
+    checks = []
+    for c in cols:
+        checks.append((F.coalesce(F.col(c).contains("\ufffd"), F.lit(False)), S.REASON_INVALID_UTF8))
+    for c in cols:
+        checks.append((F.coalesce(F.length(c) > max_chars, F.lit(False)), S.REASON_TEXT_TOO_LONG))
+    return checks
+
+
+def validate_items(df, *, max_chars: int):
+    """Items with a ``reason`` column (null = accepted)."""
+    from pyspark.sql import functions as F
+
+    checks = [(F.col(CORRUPT).isNotNull(), S.REASON_MALFORMED), (_blank(S.COL_ITEM), S.REASON_MISSING_ID)]
+    checks += _text_checks([S.COL_ITEM, S.COL_TITLE, S.COL_DESCRIPTION, S.COL_CATEGORIES], max_chars)
+    df = df.withColumn(S.COL_REASON, _first_reason(checks))
+    # An item id listed twice is a duplicate record: the first one wins.
+    return _mark_duplicates(df, [S.COL_ITEM])
+
+
+def validate_ratings(df, item_ids, *, rating_min: float, rating_max: float):
+    """Ratings with ``reason`` (null = accepted), ``rating`` as double and ``event_ts``.
+
+    Args:
+        item_ids: one column ``item_id``, the accepted catalogue.
+    """
+    from pyspark.sql import functions as F
+
+    rating = F.trim(F.col(S.COL_RATING)).try_cast("double")
+    ts = parse_timestamp(S.COL_TIMESTAMP)
+    checks = [
+        (F.col(CORRUPT).isNotNull(), S.REASON_MALFORMED),
+        (_blank(S.COL_USER) | _blank(S.COL_ITEM), S.REASON_MISSING_ID),
+        (F.coalesce(F.col(S.COL_USER).contains("\ufffd") | F.col(S.COL_ITEM).contains("\ufffd"), F.lit(False)), S.REASON_INVALID_UTF8),
+        (rating.isNull() | F.isnan(F.coalesce(rating, F.lit(0.0))), S.REASON_BAD_RATING),
+        (ts.isNull(), S.REASON_BAD_TIMESTAMP),
+        ((rating < rating_min) | (rating > rating_max), S.REASON_RATING_SCALE),
+    ]
+    df = df.withColumn(S.COL_REASON, _first_reason(checks))
+    df = _mark_duplicates(df, [S.COL_USER, S.COL_ITEM, S.COL_RATING, S.COL_TIMESTAMP])
+    known = item_ids.select(F.col(S.COL_ITEM).alias("_known")).distinct()
+    df = df.join(known, F.col(S.COL_ITEM) == F.col("_known"), "left")
+    df = df.withColumn(S.COL_REASON, F.when(F.col(S.COL_REASON).isNull() & F.col("_known").isNull(),
+                                            F.lit(S.REASON_UNKNOWN_ITEM)).otherwise(F.col(S.COL_REASON)))
+    return df.drop("_known").withColumn(S.COL_RATING, rating).withColumn(S.COL_EVENT_TS, ts)
+
+
+def validate_user_text(df, *, max_chars: int):
+    """User texts with ``reason`` (null = accepted) and ``event_ts``."""
+    from pyspark.sql import functions as F
+
+    ts = parse_timestamp(S.COL_TIMESTAMP)
+    checks = [
+        (F.col(CORRUPT).isNotNull(), S.REASON_MALFORMED),
+        (_blank(S.COL_USER), S.REASON_MISSING_ID),
+        (ts.isNull(), S.REASON_BAD_TIMESTAMP),
+    ] + _text_checks([S.COL_USER, S.COL_ITEM, S.COL_TEXT, S.COL_SUMMARY], max_chars)
+    df = df.withColumn(S.COL_REASON, _first_reason(checks))
+    df = _mark_duplicates(df, [S.COL_USER, S.COL_ITEM, S.COL_TEXT, S.COL_TIMESTAMP])
+    return df.withColumn(S.COL_EVENT_TS, ts)
+
+
+BRONZE_COLUMNS = {
+    "items": [S.COL_ITEM, S.COL_TITLE, S.COL_DESCRIPTION, S.COL_CATEGORIES, S.COL_ATTRIBUTES],
+    "ratings": [S.COL_USER, S.COL_ITEM, S.COL_RATING, S.COL_EVENT_TS],
+    "user_text": [S.COL_USER, S.COL_ITEM, S.COL_TEXT, S.COL_SUMMARY, S.COL_EVENT_TS],
+}
+BRONZE_TABLE = {"items": S.ITEMS_RAW, "ratings": S.RATINGS_RAW, "user_text": S.USER_TEXT_RAW}
+
+
+def split(validated, stem: str, source_file: str):
+    """(accepted rows in the bronze schema, rejected rows in the quarantine schema)."""
+    from pyspark.sql import functions as F
+
+    accepted = validated.where(F.col(S.COL_REASON).isNull()).select(*BRONZE_COLUMNS[stem])
+    if stem == "items":
+        accepted = accepted.withColumn(S.COL_TITLE, F.coalesce(F.col(S.COL_TITLE), F.lit("")))
+    rejected = validated.where(F.col(S.COL_REASON).isNotNull()).select(
+        F.lit(source_file).alias(S.COL_SOURCE_FILE), S.COL_REASON,
+        F.col(RAW).alias(S.COL_RAW_RECORD), F.col(ORDER).alias(S.COL_LINE))
+    return accepted, rejected
+
+
+def build_ingest(raw: dict, *, cfg: Settings) -> dict:
+    """Validate raw source frames.
+
+    Args:
+        raw: stem -> (source file, frame from :func:`read_source`); ``items`` and ``ratings``
+            required, ``user_text`` optional.
+    Returns:
+        stem -> (accepted frame, rejected frame).
+    """
+    out = {}
+    items_file, items = raw["items"]
+    items_v = validate_items(items, max_chars=cfg.max_text_chars).cache()
+    out["items"] = split(items_v, "items", items_file)
+    ratings_file, ratings = raw["ratings"]
+    ratings_v = validate_ratings(ratings, out["items"][0].select(S.COL_ITEM),
+                                 rating_min=cfg.rating_min, rating_max=cfg.rating_max)
+    out["ratings"] = split(ratings_v.cache(), "ratings", ratings_file)
+    if "user_text" in raw:
+        text_file, text = raw["user_text"]
+        out["user_text"] = split(validate_user_text(text, max_chars=cfg.max_text_chars).cache(), "user_text", text_file)
+    return out
