@@ -31,10 +31,11 @@ import datetime as dt
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Asset, AsyncCallback, DeadlineAlert, DeadlineReference, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from lmrec.core import schema as S
+from lmrec.alerts import FailureAlert, deadline_missed
 from lmrec.core.settings import Settings
 from lmrec.pipeline import JOBS
 
@@ -51,7 +52,7 @@ def job_task(job):
     """One pipeline job (a row of lmrec.pipeline.JOBS) for {{ ds }}: in-process, or spark-submit
     to the configured cluster."""
     common = dict(task_id=job.name, execution_timeout=dt.timedelta(minutes=job.timeout_minutes),
-                  outlets=[asset(t) for t in job.outputs])
+                  outlets=[asset(t) for t in job.outputs], pool=CFG.spark_pool)
     if CFG.runner == "spark-submit":
         from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
@@ -66,13 +67,37 @@ def job_task(job):
 
     @task(**common)
     def run_in_process(ds=None, params=None):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from lmrec.core.errors import PermanentError
         from lmrec.pipeline import run_job, setup_logging
 
         setup_logging()
         options = {o: params[o] for o in job.options if o in params}
-        return _reference(run_job(job.name, dt.date.fromisoformat(ds), source=params["source"], **options))
+        try:
+            return _reference(run_job(job.name, dt.date.fromisoformat(ds), source=params["source"], **options))
+        except PermanentError as exc:  # bad input, a failed check, a bad parameter: a retry would fail again
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
     return run_in_process()
+
+
+@task.sensor(task_id="wait_for_source", poke_interval=CFG.source_poke_seconds, timeout=CFG.source_wait_minutes * 60,
+             mode="reschedule")
+def wait_for_source(params=None):
+    """Wait for D's source files (ratings and items), freeing the worker slot between looks; fails
+    after LMREC_SOURCE_WAIT_MINUTES with the missing files named in the log."""
+    import logging
+
+    from airflow.sdk import PokeReturnValue
+
+    from lmrec.data.source import missing_source_files
+
+    missing = missing_source_files(params["source"])
+    if missing:
+        logging.getLogger("lmrec").warning("waiting for the source (up to %d min): %s", CFG.source_wait_minutes,
+                                           "; ".join(missing))
+    return PokeReturnValue(is_done=not missing)
 
 
 def _reference(result):
@@ -96,8 +121,14 @@ def _reference(result):
     max_active_runs=4,  # safe: every task writes only its own run_date partition
     tags=["lmrec", "recommendations"],
     doc_md=__doc__,
+    # Transient errors are retried with backoff; lmrec's PermanentError fails a task at once. Every
+    # failure, and a run still going LMREC_RUN_DEADLINE_HOURS after it was queued, alerts.
     default_args={"retries": CFG.task_retries, "retry_delay": dt.timedelta(minutes=1), "retry_exponential_backoff": True,
-                  "max_retry_delay": dt.timedelta(minutes=30)},
+                  "max_retry_delay": dt.timedelta(minutes=30), "on_failure_callback": FailureAlert()},
+    on_failure_callback=FailureAlert("run failed"),
+    deadline=DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT,
+                           interval=dt.timedelta(hours=CFG.run_deadline_hours),
+                           callback=AsyncCallback(deadline_missed, kwargs={"hours": CFG.run_deadline_hours})),
     params={
         "source": Param(CFG.source, type="string", minLength=1, description="source directory (docs/ARCHITECTURE.md, Source format)"),
         "top_k": Param(CFG.top_k, type="integer", minimum=1, maximum=S.MAX_K, description="recommendations per user"),
@@ -108,6 +139,7 @@ def _reference(result):
 )
 def nightly_recommendations():
     t = {job.name: job_task(job) for job in JOBS}
+    wait_for_source() >> t["ingest"]
     t["ingest"] >> t["rating_matrix"] >> [t["embed_items"], t["embed_users"]] >> t["train"]
     t["train"] >> t["gate"] >> t["score"] >> t["validate"]
 

@@ -1,8 +1,15 @@
-"""gate: move alias ``champion`` to the candidate only if it is at least as good.
+"""gate: judge D's candidate against the champion as of D, record in ``model_ledger`` which model
+scores D and why, and move the global ``champion`` alias forward.
+
+Point in time: D's candidate is the version trained for D (found by its ``run_date`` tag, never by
+a global alias, so concurrent runs judge only their own); the champion as of D is the most recent
+promoted version whose data ends by the end of D. A backfill of an old date is judged against the
+champion of that date, and the model it promotes scores that date only: the global alias points
+at the newest promoted version and never moves back in time.
 
 Protocol (fair: neither model is judged on ratings it was trained on). Both are evaluated on the
-validation split of the candidate's date D (per-user random split of D's rating matrix, the
-train job's seed and ratio), ranking all items not in the user's training part, NDCG@10:
+validation split of D (per-user random split of D's rating matrix, the train job's seed and
+ratio), ranking all items not in the user's training part, NDCG@10:
 
 - the candidate by its validation-trained model (fit on the training part of that split);
 - the champion, if it was trained for the same date, by its validation-trained model (same split);
@@ -11,11 +18,10 @@ train job's seed and ratio), ranking all items not in the user's training part, 
 - popularity on the same rows.
 
 The candidate is promoted when NDCG@10 >= champion - tolerance (``LMREC_GATE_TOLERANCE``, default
-0.005) and > popularity; the first version only has to beat popularity. A candidate trained on
-data older than the champion's (a backfill) is never promoted. The decision, both numbers and
-the reason are logged and set as tags on the candidate's model version. A candidate is judged
-once: on a night when train kept the champion (LMREC_RETRAIN=auto) the candidate alias still
-names a version judged before, and the gate changes nothing (``decision: unchanged``).
+0.005) and > popularity; the first version of a date range only has to beat popularity. The
+decision, the numbers and the reason are tags of the candidate's version and a row of the ledger.
+A candidate is judged once: on a night when train kept the champion (LMREC_RETRAIN=auto), or on a
+rerun, the gate records ``decision: unchanged`` with the champion as of D.
 """
 
 from __future__ import annotations
@@ -56,66 +62,93 @@ def decide(candidate: float, champion: float | None, popularity: float, toleranc
     return False, f"candidate NDCG@10 {candidate:.4f} < champion {champion:.4f} - tolerance {tolerance}"
 
 
-def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -> dict:
-    """Compare candidate and champion; returns the decision with both numbers and the reason."""
-    import mlflow.pyfunc
+def build_ledger_row(decision: dict, version, *, reason: str) -> dict:
+    """The ``model_ledger`` row of D from the gate's ``decision`` and the version that scores D."""
+    from lmrec.model import registry as R
 
+    row = {c: None for c, _ in S.LEDGER_COLUMNS}
+    row.update({k: decision.get(k) for k in ("candidate_ndcg_at_10", "champion_ndcg_at_10", "popularity_ndcg_at_10")})
+    row.update({S.COL_MODEL_VERSION: str(version.version) if version is not None else None,
+                S.COL_DATA_CUTOFF: version.tags.get(R.TAG_DATA_CUTOFF) if version is not None else None,
+                S.COL_DECISION: decision["decision"], S.COL_CANDIDATE_VERSION: decision.get("candidate_version"),
+                S.COL_REASON: reason, S.COL_ALIAS_MOVED: bool(decision.get("champion_alias_moved"))})
+    return row
+
+
+def write_ledger(spark, cfg: Settings, run_date: dt.date, row: dict) -> None:
+    """Replace D's row of ``model_ledger`` (one commit: a rerun of D rewrites it)."""
+    from lmrec.core.io import write_partition
+
+    schema = ", ".join(f"{c} {t}" for c, t in S.LEDGER_COLUMNS)
+    write_partition(spark.createDataFrame([tuple(row[c] for c, _ in S.LEDGER_COLUMNS)], schema), cfg,
+                    S.MODEL_LEDGER, run_date)
+
+
+def judge(client, cfg: Settings, spark, run_date: dt.date, cand, champ) -> dict:
+    """Compare D's candidate with the champion as of D (fair protocol above); tag the candidate
+    with the decision. Returns the decision, the three NDCG@10 values and the reason."""
+    from lmrec.model import registry as R
     from lmrec.model.baselines import fit_popularity
     from lmrec.model.evaluation import random_split, ranking_metrics, sample_users
     from lmrec.model.harness import scorer_config
-    from lmrec.model.registry import load_params, setup_mlflow, version_by_alias
     from lmrec.model.training_data import load_training_data
 
-    mlflow = setup_mlflow(cfg)
-    client = mlflow.MlflowClient()
-    cand = version_by_alias(client, S.ALIAS_CANDIDATE)
-    if cand is None:
-        raise RuntimeError(f"no {S.MODEL_NAME}@{S.ALIAS_CANDIDATE}: run the train job first")
-    champ = version_by_alias(client, S.ALIAS_CHAMPION)
-    if champ is not None and champ.version == cand.version:
-        return {"decision": "unchanged", "champion_version": str(champ.version), "reason": "candidate is the champion"}
-    if "gate.decision" in cand.tags:  # judged before (train kept the champion tonight, or a rerun)
-        return {"decision": "unchanged", "champion_version": str(champ.version) if champ is not None else None,
-                "reason": f"candidate version {cand.version} was judged on {cand.tags.get('gate.date')} "
-                          f"({cand.tags['gate.decision']}); no new candidate"}
-    cand_date = dt.date.fromisoformat(cand.tags["run_date"])
-    champ_date = dt.date.fromisoformat(champ.tags["run_date"]) if champ is not None else None
-
-    data = load_training_data(spark, cfg, cand_date)
+    champ_date = R.run_date_of(champ)
+    data = load_training_data(spark, cfg, run_date)
     sc = scorer_config(cfg)
     train, val = random_split(data.ratings, sc.val_ratio, seed=sc.seed)
     val = sample_users(val[val[S.COL_USER_IDX].isin(train[S.COL_USER_IDX])])
     rows, champ_ndcg, protocol = val, None, "first version"
-    if champ_date is not None and cand_date < champ_date:
-        promote, reason = False, f"candidate data date {cand_date} is older than the champion's {champ_date}"
-        cand_ndcg = pop_ndcg = None
-    else:
-        if champ is not None:
-            cutoff = np.datetime64(champ_date + dt.timedelta(days=1))
-            after = val[val[S.COL_EVENT_TS].to_numpy() >= cutoff]
-            if champ_date == cand_date:
-                protocol, champ_params = "same date: validation-trained models on one split", load_params(champ.version, "val_params")
-            elif after[S.COL_USER_IDX].nunique() >= MIN_USERS:
-                protocol, champ_params, rows = "champion refit model on ratings after its cutoff", load_params(champ.version), after
-            else:
-                protocol, champ_params = "too few ratings after the champion's cutoff: validation-trained models", load_params(champ.version, "val_params")
-            champ_ndcg = _ndcg(champ_params, data, train, rows)
-        cand_ndcg = _ndcg(load_params(cand.version, "val_params"), data, train, rows)
-        pop_ndcg = ranking_metrics(fit_popularity(train, data.n_users, data.n_items), train, rows, data.n_items, k=10)["ndcg_at_10"]
-        promote, reason = decide(cand_ndcg, champ_ndcg, pop_ndcg, cfg.gate_tolerance)
+    if champ is not None:
+        after = val[val[S.COL_EVENT_TS].to_numpy() >= np.datetime64(champ_date + dt.timedelta(days=1))]
+        if champ_date == run_date:
+            protocol, champ_params = "same date: validation-trained models on one split", R.load_params(champ.version, "val_params")
+        elif after[S.COL_USER_IDX].nunique() >= MIN_USERS:
+            protocol, champ_params, rows = "champion refit model on ratings after its cutoff", R.load_params(champ.version), after
+        else:
+            protocol, champ_params = "too few ratings after the champion's cutoff: validation-trained models", R.load_params(champ.version, "val_params")
+        champ_ndcg = _ndcg(champ_params, data, train, rows)
+    cand_ndcg = _ndcg(R.load_params(cand.version, "val_params"), data, train, rows)
+    pop_ndcg = ranking_metrics(fit_popularity(train, data.n_users, data.n_items), train, rows, data.n_items, k=10)["ndcg_at_10"]
+    promote, reason = decide(cand_ndcg, champ_ndcg, pop_ndcg, cfg.gate_tolerance)
     decision = "promoted" if promote else "kept_champion"
-    tags = {"gate.decision": decision, "gate.reason": reason, "gate.protocol": protocol, "gate.date": str(run_date),
+    tags = {"gate.protocol": protocol, R.TAG_GATE_DATE: str(run_date), "gate.reason": reason,
             "gate.candidate_ndcg_at_10": _fmt(cand_ndcg), "gate.popularity_ndcg_at_10": _fmt(pop_ndcg),
-            "gate.champion_version": champ.version if champ is not None else "",
+            "gate.champion_version": str(champ.version) if champ is not None else "",
             "gate.champion_ndcg_at_10": _fmt(champ_ndcg)}
-    if promote:  # the alias first: a version carrying gate.decision counts as judged
-        client.set_registered_model_alias(S.MODEL_NAME, S.ALIAS_CHAMPION, cand.version)
     for k, v in tags.items():
         client.set_model_version_tag(S.MODEL_NAME, cand.version, k, v)
-    log.info("gate: %s version %s (%s); protocol: %s", decision, cand.version, reason, protocol)
+    # The decision last: a version carrying it counts as judged (and, when promoted, as a champion).
+    client.set_model_version_tag(S.MODEL_NAME, cand.version, R.TAG_GATE_DECISION, decision)
+    log.info("gate %s: %s version %s (%s); protocol: %s", run_date, decision, cand.version, reason, protocol)
     return {"decision": decision, "candidate_version": str(cand.version), "reason": reason,
-            "champion_version": str(cand.version) if promote else (str(champ.version) if champ else None),
             "candidate_ndcg_at_10": cand_ndcg, "champion_ndcg_at_10": champ_ndcg, "popularity_ndcg_at_10": pop_ndcg}
+
+
+def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -> dict:
+    """Judge D's candidate against the champion as of D, record which model scores D in
+    ``model_ledger``, and move the global ``champion`` alias forward when a newer date wins.
+    Returns the decision, the version that scores D, the numbers and the reason."""
+    from lmrec.model import registry as R
+
+    client = R.setup_mlflow(cfg).MlflowClient()
+    cand = R.candidate_of(client, run_date)
+    if cand is not None and R.TAG_GATE_DECISION not in cand.tags:
+        out = judge(client, cfg, spark, run_date, cand, R.champion_as_of(client, run_date, exclude=str(cand.version)))
+    else:  # train kept the champion as of D (or this is a rerun of a judged date)
+        why = ("no version trained for D" if cand is None else
+               f"version {cand.version} for {run_date} was judged on {cand.tags.get(R.TAG_GATE_DATE)} "
+               f"({cand.tags[R.TAG_GATE_DECISION]}); no new candidate")
+        out = {"decision": "unchanged", "reason": why, "candidate_version": None}
+    alias_before = R.version_by_alias(client, S.ALIAS_CHAMPION)
+    newest = R.move_champion_forward(client)
+    out["champion_alias_moved"] = newest != (str(alias_before.version) if alias_before is not None else None)
+    used = R.champion_as_of(client, run_date)  # what score uses for D
+    out["champion_version"] = str(used.version) if used is not None else None
+    reason = out["reason"] + (f"; champion alias now version {newest}" if out["champion_alias_moved"] else "")
+    write_ledger(spark, cfg, run_date, build_ledger_row(out, used, reason=reason))
+    log.info("gate %s: D is scored by version %s; global champion version %s", run_date, out["champion_version"], newest)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,9 +10,10 @@ import datetime as dt
 import logging
 
 from lmrec.core import schema as S
-from lmrec.core.io import SourceError, find_source_file, path_exists, write_partition
+from lmrec.core.errors import RejectionRateError, SourceError
+from lmrec.core.io import find_source_file, path_exists, write_partition
 from lmrec.core.settings import Settings
-from lmrec.data.source import BRONZE_TABLE, FileCounts, RejectionRateError, build_ingest, read_source
+from lmrec.data.source import BRONZE_TABLE, FileCounts, build_ingest, read_source
 
 __all__ = ["run", "RejectionRateError", "FileCounts"]
 

@@ -1,4 +1,5 @@
-"""score: top-k recommendations for every active user of D with the champion model, written to
+"""score: top-k recommendations for every active user of D with the model of D (the champion as
+of D, as D's gate recorded it in ``model_ledger``), written to
 ``recommendations_staging`` (partition D); the validate job checks and publishes them.
 
 The item matrix is broadcast once; users are split over partitions (``mapInPandas``); each block
@@ -18,25 +19,41 @@ import numpy as np
 import pandas as pd
 
 from lmrec.core import schema as S
-from lmrec.model.ranking import score_partitions
+from lmrec.core.errors import ParameterError
+from lmrec.model.ranking import popular_rows, score_partitions
 from lmrec.core.settings import Settings
 
 log = logging.getLogger(__name__)
 USERS_PER_PARTITION = 2048
 
 
-def _champion(cfg: Settings):
-    """(version, params) of ``lmrec-scorer@champion``, or (None, None) when there is none."""
-    from lmrec.model.registry import load_params, setup_mlflow, version_by_alias
+def model_of(spark, cfg: Settings, run_date: dt.date):
+    """(version, params) of the model that scores D, or (None, None) for popularity: the version
+    D's gate recorded in ``model_ledger``, else (no gate run for D) the champion as of D. Never a
+    model trained on data after D, whenever D is run."""
+    from lmrec.core.io import is_table, read_table
+    from lmrec.model import registry as R
 
-    mv = version_by_alias(setup_mlflow(cfg).MlflowClient(), S.ALIAS_CHAMPION)
-    if mv is None:
+    client = R.setup_mlflow(cfg).MlflowClient()
+    row = None
+    if is_table(spark, cfg, S.MODEL_LEDGER):
+        row = read_table(spark, cfg, S.MODEL_LEDGER, run_date).select(S.COL_MODEL_VERSION).first()
+    if row is not None:
+        version, source = row[0], S.MODEL_LEDGER
+    else:
+        mv = R.champion_as_of(client, run_date)
+        version, source = (str(mv.version) if mv is not None else None), "champion as of D"
+    if version is None:
         return None, None
+    mv = client.get_model_version(S.MODEL_NAME, version)
+    if R.run_date_of(mv) is None or R.run_date_of(mv) > run_date:
+        raise RuntimeError(f"{S.MODEL_NAME} version {version} was trained for {R.run_date_of(mv)}, after {run_date}: "
+                           f"refusing to score {run_date} with it (point in time)")
     t0 = time.perf_counter()
-    params = load_params(mv.version)
-    log.info("score: loaded %s version %s (alias %s) in %.1fs", S.MODEL_NAME, mv.version, S.ALIAS_CHAMPION,
-             time.perf_counter() - t0)
-    return str(mv.version), params
+    params = R.load_params(version)
+    log.info("score %s: loaded %s version %s (%s, data cutoff %s) in %.1fs", run_date, S.MODEL_NAME, version, source,
+             mv.tags.get(R.TAG_DATA_CUTOFF), time.perf_counter() - t0)
+    return version, params
 
 
 def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int):
@@ -50,8 +67,8 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
     from lmrec.model.training_data import load_training_data
 
     if not 1 <= top_k <= S.MAX_K:
-        raise ValueError(f"top_k must be between 1 and {S.MAX_K}, got {top_k}")
-    version, params = _champion(cfg)
+        raise ParameterError(f"top_k must be between 1 and {S.MAX_K}, got {top_k}")
+    version, params = model_of(spark, cfg, run_date)
     t0 = time.perf_counter()
     data = load_training_data(spark, cfg, run_date)
     log.info("score %s: read %d ratings, %d users, %d items in %.1fs", run_date, len(data.ratings), data.n_users,
@@ -98,12 +115,7 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
         parts.append(sdf.repartition(n_parts).mapInPandas(score_partitions(bc, top_k), schema)
                      .withColumn(S.COL_MODEL_VERSION, F.lit(version)))
     if (~modelled).any():
-        k = min(top_k, int(np.isfinite(popular).sum()))
-        top = np.argsort(-popular, kind="stable")[:k]
-        fallback = pd.DataFrame({S.COL_USER: np.repeat(users[~modelled].to_numpy(), k),
-                                 S.COL_RANK: np.tile(np.arange(1, k + 1, dtype=np.int32), int((~modelled).sum())),
-                                 S.COL_ITEM: np.tile(data.item_ids[top].astype(str), int((~modelled).sum())),
-                                 S.COL_SCORE: np.tile(popular[top], int((~modelled).sum())), S.COL_BECAUSE: None})
+        fallback = popular_rows(users[~modelled].to_numpy(), X[uidx[~modelled]], popular, data.item_ids, top_k)
         parts.append(spark.createDataFrame(fallback, schema).withColumn(S.COL_MODEL_VERSION, F.lit(S.POPULARITY_VERSION)))
     out = parts[0]
     for p in parts[1:]:

@@ -41,8 +41,8 @@ def text_model_of(spark, cfg: Settings, run_date: dt.date) -> str:
 
 
 def _should_train(spark, cfg: Settings, run_date: dt.date, policy: str, text_model: str) -> tuple[bool, str, str | None]:
-    """(train?, reason, champion version) under ``policy``; reads the champion's MLflow tags and
-    one count over D's rating matrix. ``text_model``: the model id of D's item vectors."""
+    """(train?, reason, champion version) under ``policy``, relative to D and the champion as of D;
+    reads the registry's tags and one count over D's rating matrix. ``text_model``: the model id of D's item vectors."""
     from pyspark.sql import functions as F
 
     from lmrec.core.io import read_table
@@ -50,10 +50,10 @@ def _should_train(spark, cfg: Settings, run_date: dt.date, policy: str, text_mod
     limits = dict(max_age_days=cfg.retrain_max_age_days, min_new=cfg.retrain_min_new)
     if policy != "auto":  # 'always' needs nothing more; an unknown policy is refused by name
         return (*retrain_decision(run_date, policy=policy, **limits), None)
-    champ = R.version_by_alias(R.setup_mlflow(cfg).MlflowClient(), S.ALIAS_CHAMPION)
+    champ = R.champion_as_of(R.setup_mlflow(cfg).MlflowClient(), run_date)  # point in time: never a later model
     champ_date = R.run_date_of(champ)
     seen = new = 0
-    if champ_date is not None and champ_date <= run_date:
+    if champ_date is not None:
         after = F.col(S.COL_EVENT_TS) >= F.lit(cutoff(champ_date))
         row = read_table(spark, cfg, S.RATING_MATRIX, run_date).agg(
             F.count(F.when(after, 1)).alias("new"), F.count(F.when(~after, 1)).alias("seen")).first()

@@ -12,13 +12,10 @@ import datetime as dt
 import logging
 
 from lmrec.core import schema as S
+from lmrec.core.errors import ValidationError
 from lmrec.core.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class ValidationError(RuntimeError):
-    """Recommendations failed a check; nothing was published."""
 
 
 def check_recommendations(recs, seen, active, *, top_k: int) -> dict[str, int]:

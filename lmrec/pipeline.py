@@ -38,7 +38,7 @@ JOBS: tuple[Job, ...] = (
     Job("embed_items", (S.ITEM_EMBEDDINGS,), 180, gpu=True, options=("full_refresh",)),
     Job("embed_users", (S.USER_EMBEDDINGS,), 180, gpu=True, options=("full_refresh",)),
     Job("train", (), 180, gpu=True, options=("retrain",)),
-    Job("gate", (), 60),
+    Job("gate", (S.MODEL_LEDGER,), 60),
     Job("score", (S.RECOMMENDATIONS_STAGING,), 120, options=("top_k",)),
     Job("validate", (S.RECOMMENDATIONS,), 60, options=("top_k",)),
 )

@@ -7,13 +7,10 @@ import logging
 import time
 
 from lmrec.core import schema as S
+from lmrec.core.errors import SourceError
 from lmrec.core.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class SourceError(RuntimeError):
-    """A source file or column is missing or unreadable; the message names it."""
 
 
 def path_exists(spark, path: str) -> bool:

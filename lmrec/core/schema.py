@@ -13,9 +13,10 @@ USER_EMBEDDINGS = "user_embeddings"
 RECOMMENDATIONS = "recommendations"
 RECOMMENDATIONS_STAGING = "recommendations_staging"  # written by score, published by validate
 RUN_SUMMARY = "run_summary"
+MODEL_LEDGER = "model_ledger"  # per date: the model that scores D and why (written by gate)
 ALL_TABLES = (
     RATINGS_RAW, ITEMS_RAW, USER_TEXT_RAW, QUARANTINE, RATING_MATRIX, USER_INDEX, ITEM_INDEX,
-    ITEM_EMBEDDINGS, USER_EMBEDDINGS, RECOMMENDATIONS_STAGING, RECOMMENDATIONS, RUN_SUMMARY,
+    ITEM_EMBEDDINGS, USER_EMBEDDINGS, MODEL_LEDGER, RECOMMENDATIONS_STAGING, RECOMMENDATIONS, RUN_SUMMARY,
 )
 
 # Columns.
@@ -44,6 +45,21 @@ COL_RANK = "rank"
 COL_SCORE = "score"
 COL_MODEL_VERSION = "model_version"
 COL_BECAUSE = "because_item_id"
+COL_DATA_CUTOFF = "data_cutoff"
+COL_DECISION = "decision"
+COL_CANDIDATE_VERSION = "candidate_version"
+COL_ALIAS_MOVED = "champion_alias_moved"
+
+# model_ledger: one row per run date (gate), the model score uses for D and why.
+LEDGER_COLUMNS = (
+    (COL_MODEL_VERSION, "string"),  # the version that scores D (null: none yet, popularity for everyone)
+    (COL_DATA_CUTOFF, "string"),  # that version's data_cutoff (ISO-8601 UTC), <= D + 1 day
+    (COL_DECISION, "string"),  # promoted | kept_champion | unchanged (train kept the champion as of D)
+    (COL_CANDIDATE_VERSION, "string"),  # the version trained for D, if any
+    ("candidate_ndcg_at_10", "double"), ("champion_ndcg_at_10", "double"), ("popularity_ndcg_at_10", "double"),
+    (COL_REASON, "string"),
+    (COL_ALIAS_MOVED, "boolean"),  # whether the global champion alias moved (only forward in time)
+)
 
 # Source files (docs/ARCHITECTURE.md, Source format; a contract): stem -> (required columns, optional columns).
 SOURCE_FILES = {

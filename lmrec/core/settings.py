@@ -65,7 +65,13 @@ class Settings:
     retrain: str = "auto"  # LMREC_RETRAIN: auto (train only when the champion is stale) | always
     retrain_max_age_days: int = 7  # LMREC_RETRAIN_MAX_AGE_DAYS: auto retrains a champion this many days old
     retrain_min_new: float = 0.05  # LMREC_RETRAIN_MIN_NEW: auto retrains once new ratings reach this fraction of the champion's
-    task_retries: int = 2  # LMREC_TASK_RETRIES: Airflow retries per task (exponential backoff)
+    task_retries: int = 2  # LMREC_TASK_RETRIES: Airflow retries per task for transient errors (exponential backoff)
+    alert_webhook: str = ""  # LMREC_ALERT_WEBHOOK: URL that gets a JSON POST when a task fails or a run misses its deadline
+    alert_email: str = ""  # LMREC_ALERT_EMAIL: address(es) mailed through Airflow's smtp_default connection (comma-separated)
+    run_deadline_hours: float = 6.0  # LMREC_RUN_DEADLINE_HOURS: alert when a run is not done this long after it was queued
+    source_wait_minutes: int = 360  # LMREC_SOURCE_WAIT_MINUTES: how long a run waits for D's source files (0: check once)
+    source_poke_seconds: int = 300  # LMREC_SOURCE_POKE_SECONDS: how often the wait looks again (the slot is freed between)
+    spark_pool: str = "lmrec_spark"  # LMREC_SPARK_POOL: Airflow pool of the Spark jobs (``airflow pools set lmrec_spark 2 …``)
     runner: str = "local"  # LMREC_RUNNER: local (in-process) | spark-submit (Airflow)
     s3_endpoint: str = ""  # LMREC_S3_ENDPOINT: S3-compatible endpoint for s3a:// (MinIO, moto); empty = AWS
     spark_packages: str = ""  # LMREC_SPARK_PACKAGES: extra Maven coordinates, comma-separated

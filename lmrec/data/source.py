@@ -7,16 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmrec.core import schema as S
-from lmrec.core.io import SourceError
+from lmrec.core.errors import SourceError
 from lmrec.core.settings import Settings
 
 CORRUPT = "_corrupt_record"
 RAW = "_raw"
 ORDER = "_order"
-
-
-class RejectionRateError(RuntimeError):
-    """More rows were rejected than the configured threshold allows (quarantine is written)."""
 
 
 @dataclass
@@ -221,3 +217,17 @@ def build_ingest(raw: dict, *, cfg: Settings) -> dict:
         text_file, text = raw["user_text"]
         out["user_text"] = split(validate_user_text(text, max_chars=cfg.max_text_chars).cache(), "user_text", text_file)
     return out
+
+
+def missing_source_files(source: str) -> list[str]:
+    """The required source files not (yet) in ``source`` (a local directory), by name; [] when all
+    are there. Remote sources (``s3a://``…) are checked by ingest through Hadoop, so [] here."""
+    from pathlib import Path
+
+    if "://" in source and not source.startswith("file://"):
+        return []
+    root = Path(source.removeprefix("file://"))
+    if not root.is_dir():
+        return [f"source directory {source} does not exist"]
+    return [f"{root / stem}.csv (or .parquet)" for stem in S.SOURCE_FILES if stem not in S.OPTIONAL_SOURCES
+            and not any((root / f"{stem}.{ext}").exists() for ext in ("csv", "parquet"))]

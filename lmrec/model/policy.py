@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import datetime as dt
 
+from lmrec.core.errors import ParameterError
+
 RETRAIN_POLICIES = ("auto", "always")
 
 
 def retrain_decision(run_date: dt.date, *, policy: str, max_age_days: int, min_new: float,
                      champion_date: dt.date | None = None, champion_text_model: str | None = None,
                      text_model: str = "", seen: int = 0, new: int = 0) -> tuple[bool, str]:
-    """(train?, reason). ``auto`` trains when there is no champion, the text model changed, the
-    champion is ``max_age_days`` old, or the ratings after its data cutoff (``new``) reach
-    ``min_new`` of those it was trained on (``seen``); a champion newer than D (a backfill) is kept."""
+    """(train?, reason), relative to D and the champion as of D (``champion_date`` <= D). ``auto``
+    trains when there is no champion as of D (a backfill before any model), the text model changed,
+    the champion is ``max_age_days`` old, or the ratings after its data cutoff (``new``) reach
+    ``min_new`` of those it was trained on (``seen``)."""
     if policy not in RETRAIN_POLICIES:
-        raise ValueError(f"LMREC_RETRAIN must be one of {', '.join(RETRAIN_POLICIES)}, got {policy!r}")
+        raise ParameterError(f"LMREC_RETRAIN must be one of {', '.join(RETRAIN_POLICIES)}, got {policy!r}")
     if policy == "always":
         return True, "LMREC_RETRAIN=always"
     if champion_date is None:
-        return True, "no champion yet"
+        return True, f"no champion as of {run_date}"
     if champion_date > run_date:
-        return False, (f"the champion was trained on data up to {champion_date}, after {run_date}: a candidate "
-                       f"for an earlier date is never promoted (LMREC_RETRAIN=always trains anyway)")
+        raise ValueError(f"the champion as of {run_date} cannot be trained for a later date ({champion_date})")
     if champion_text_model != text_model:
         return True, f"text model changed: champion {champion_text_model or 'unknown'}, now {text_model}"
     age = (run_date - champion_date).days

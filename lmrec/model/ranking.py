@@ -64,3 +64,22 @@ def score_partitions(bc, k: int):
                 yield _rows(b[S.COL_USER].to_numpy(), hists, cols, vals, ids, Inorm)
 
     return fn
+
+
+def popular_rows(users: np.ndarray, seen, popular: np.ndarray, item_ids: np.ndarray, k: int,
+                 block: int = 4096) -> pd.DataFrame:
+    """The popularity fallback: each user's ``k`` most popular candidate items (``popular``, -inf
+    for non-candidates) that the user has not rated (``seen``: their rows of the interaction matrix)."""
+    order = np.argsort(-popular, kind="stable")
+    order = order[np.isfinite(popular[order])]
+    most_seen = int(seen.getnnz(axis=1).max()) if seen.shape[0] else 0
+    cand = order[: k + most_seen]  # enough for everyone after removing what they rated
+    frames = []
+    for s in range(0, len(users), block):
+        unseen = ~(seen[s:s + block][:, cand].toarray() > 0)  # (B, len(cand))
+        rank = np.cumsum(unseen, axis=1)
+        r, c = np.nonzero(unseen & (rank <= k))
+        frames.append(pd.DataFrame({S.COL_USER: users[s + r], S.COL_RANK: rank[r, c].astype(np.int32),
+                                    S.COL_ITEM: item_ids[cand[c]].astype(str), S.COL_SCORE: popular[cand[c]],
+                                    S.COL_BECAUSE: None}))
+    return pd.concat(frames, ignore_index=True)

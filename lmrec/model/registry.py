@@ -61,3 +61,51 @@ def load_params(version, part: str = "params"):
     with tempfile.TemporaryDirectory(prefix=f"lmrec-v{version}-") as tmp:
         model = mlflow.pyfunc.load_model(f"models:/{S.MODEL_NAME}/{version}", dst_path=tmp).unwrap_python_model()
         return getattr(model, part)
+
+
+def versions(client) -> list:
+    """Every version of ``lmrec-scorer`` with its tags (oldest first)."""
+    found = client.search_model_versions(f"name='{S.MODEL_NAME}'")
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def is_promoted(version, champion_alias_version: str | None = None) -> bool:
+    """True when the gate promoted ``version`` (or it holds the champion alias: versions from before
+    the gate tagged its decisions)."""
+    return version.tags.get(TAG_GATE_DECISION) == "promoted" or str(version.version) == champion_alias_version
+
+
+def champion_as_of(client, run_date: dt.date, *, exclude: str | None = None):
+    """The champion as of D: the most recently trained promoted version whose data ends by the end
+    of D (``run_date`` tag <= D, i.e. ``data_cutoff`` <= D + 1 day), newest version on a tie; None
+    when there is none (a backfill before any model). ``exclude``: a version to leave out."""
+    alias = version_by_alias(client, S.ALIAS_CHAMPION)
+    alias_version = str(alias.version) if alias is not None else None
+    best = None
+    for v in versions(client):
+        d = run_date_of(v)
+        if d is None or d > run_date or str(v.version) == exclude or not is_promoted(v, alias_version):
+            continue
+        if best is None or (d, int(v.version)) >= (run_date_of(best), int(best.version)):
+            best = v
+    return best
+
+
+def candidate_of(client, run_date: dt.date):
+    """The newest version trained for D (its ``run_date`` tag), or None: what D's gate judges."""
+    mine = [v for v in versions(client) if run_date_of(v) == run_date]
+    return mine[-1] if mine else None
+
+
+def move_champion_forward(client) -> str | None:
+    """Point alias ``champion`` at the newest promoted version (by run date, then version): the
+    global alias only moves forward, whatever order dates are run or backfilled in. Returns it."""
+    alias = version_by_alias(client, S.ALIAS_CHAMPION)
+    alias_version = str(alias.version) if alias is not None else None
+    promoted = [v for v in versions(client) if run_date_of(v) is not None and is_promoted(v, alias_version)]
+    if not promoted:
+        return None
+    newest = max(promoted, key=lambda v: (run_date_of(v), int(v.version)))
+    if str(newest.version) != alias_version:
+        client.set_registered_model_alias(S.MODEL_NAME, S.ALIAS_CHAMPION, newest.version)
+    return str(newest.version)

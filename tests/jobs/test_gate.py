@@ -39,11 +39,16 @@ FRESH = dict(policy="auto", champion_date=D - dt.timedelta(days=1), champion_tex
     ({"champion_date": D - dt.timedelta(days=6)}, False, "6 day(s) old"),
     ({"champion_text_model": "other"}, True, "text model changed"),
     ({"champion_text_model": None}, True, "champion unknown"),     # versions from before the tag
-    ({"champion_date": D + dt.timedelta(days=1), "new": 0, "seen": 0}, False, "never promoted"),  # backfill
 ])
 def test_retrain_decision(change, train, words):
     go, reason = retrain_decision(D, **{**FRESH, **change})
     assert go is train and words in reason
+
+
+def test_retrain_is_relative_to_the_champion_as_of_d():
+    """A backfill of D compares with the champion as of D, never one trained on later data."""
+    with pytest.raises(ValueError, match="cannot be trained for a later date"):
+        retrain_decision(D, **{**FRESH, "champion_date": D + dt.timedelta(days=1)})
 
 
 def test_retrain_policy_must_be_known():

@@ -8,7 +8,8 @@ import pytest
 
 from lmrec.core import schema as S
 from jobs.ingest import RejectionRateError, run
-from lmrec.core.io import SourceError, read_table
+from lmrec.core.errors import SourceError
+from lmrec.core.io import read_table
 from tests.conftest import D1, make_cfg, write_csv
 
 pytestmark = pytest.mark.spark

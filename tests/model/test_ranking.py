@@ -39,3 +39,18 @@ def test_block_rows_equal_per_user_rows():
         expect += [(users[r], rank + 1, ids[i], float(vals[r][rank]), because[rank]) for rank, i in enumerate(c)]
     assert list(got.itertuples(index=False, name=None)) == expect
     assert (got[got[S.COL_USER] == "u3"][S.COL_RANK] == [1, 2, 3, 4]).all()
+
+
+def test_popularity_fallback_skips_rated_items():
+    """Users scored by popularity (no model yet, or no history) never get an item they rated."""
+    import scipy.sparse as sp
+
+    from lmrec.model.ranking import popular_rows
+
+    popular = np.array([5.0, 9.0, 7.0, -np.inf, 1.0, 3.0])  # item 3 is not in the catalogue
+    ids = np.array([f"i{j}" for j in range(6)], dtype=object)
+    seen = sp.csr_matrix(np.array([[0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]], dtype=np.float32))
+    out = popular_rows(np.array(["a", "b", "c"], dtype=object), seen, popular, ids, 3, block=2)
+    got = {u: list(g.sort_values(S.COL_RANK)[S.COL_ITEM]) for u, g in out.groupby(S.COL_USER)}
+    assert got == {"a": ["i2", "i0", "i5"], "b": ["i1", "i2", "i0"], "c": ["i5", "i4"]}
+    assert list(out[out[S.COL_USER] == "c"][S.COL_RANK]) == [1, 2]
