@@ -47,6 +47,8 @@ export AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT := 120
 airflow-db: venv
 	@mkdir -p "$(AIRFLOW_HOME)"
 	$(BIN)/airflow db migrate > "$(AIRFLOW_HOME)/db-migrate.log" 2>&1 || { tail -20 "$(AIRFLOW_HOME)/db-migrate.log"; exit 1; }
+	@# At most 2 Spark jobs at once on this machine (a backfill's runs share it); LMREC_SPARK_POOL names the pool.
+	$(BIN)/airflow pools set lmrec_spark 2 "Spark jobs of lmrec: at most this many at once" > /dev/null
 
 # The nightly DAG for DATE on the embedded default, then a summary.
 run: venv demo-source airflow-db

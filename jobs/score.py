@@ -129,7 +129,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, t
     """Score every active user for ``run_date`` into the staging table; returns counts."""
     from lmrec.core.io import read_table, write_partition
 
-    k = top_k or cfg.top_k
+    k = cfg.top_k if top_k is None else top_k
     recs, version = build_recommendations(spark, cfg, run_date, top_k=k)
     t0 = time.perf_counter()
     write_partition(recs, cfg, S.RECOMMENDATIONS_STAGING, run_date)

@@ -77,7 +77,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, t
     from lmrec.core.io import read_table
 
     staged = read_table(spark, cfg, S.RECOMMENDATIONS_STAGING, run_date)
-    return publish(staged, spark, cfg, run_date, top_k=top_k or S.MAX_K)
+    return publish(staged, spark, cfg, run_date, top_k=S.MAX_K if top_k is None else top_k)
 
 
 def main(argv: list[str] | None = None) -> None:

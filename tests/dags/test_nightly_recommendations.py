@@ -22,7 +22,8 @@ def _env(home: Path, **extra) -> dict:
     env.update({"LMREC_HOME": str(home), "AIRFLOW_HOME": str(home / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "LMREC_SPARK_UI": "0", "LMREC_SHUFFLE_PARTITIONS": "2",
                 "LMREC_TRAIN_EPOCHS": "2", "LMREC_DRIVER_MEMORY": "3g", "LMREC_TASK_RETRIES": "0",
-                "LMREC_TRAIN_ALS": "0", "LMREC_OPTIMIZE": "0", "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120"})
+                "LMREC_TRAIN_ALS": "0", "LMREC_OPTIMIZE": "0", "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+                "LMREC_SOURCE_WAIT_MINUTES": "0"})
     env.update(extra)
     return env
 
@@ -50,6 +51,7 @@ def test_dag_imports_nothing_heavy_and_wires_tasks(tmp_path):
     assert info["errors"] == {}
     assert info["heavy"] == []
     assert info["edges"] == {
+        "wait_for_source": ["ingest"],
         "ingest": ["rating_matrix"], "rating_matrix": ["embed_items", "embed_users"], "embed_items": ["train"],
         "embed_users": ["train"], "train": ["gate"], "gate": ["score"], "score": ["validate"], "validate": []}
     assert info["catchup"] is False and info["start"].startswith("1995")
@@ -60,7 +62,7 @@ def test_dag_imports_nothing_heavy_and_wires_tasks(tmp_path):
 
 @pytest.fixture(scope="module")
 def dag_run(tmp_path_factory):
-    """A run for D3 with a source path that does not exist (fails at ingest), then the input
+    """A run for D3 with a source path that does not exist (fails waiting for it), then the input
     fixed and the same date run again, as an engineer would after clearing the failed task."""
     from lmrec.data.demo import write_demo
 
@@ -68,6 +70,7 @@ def dag_run(tmp_path_factory):
     src = home / "source"
     env = _env(home)
     _airflow(env, "db", "migrate")
+    _airflow(env, "pools", "set", "lmrec_spark", "2", "Spark jobs of lmrec (make airflow-db sets the same)")
     missing = home / "no-such-source"
     bad = _airflow(env, "dags", "test", S.DAG_ID, str(D3), "--conf", json.dumps({"source": str(missing)}), check=False)
     write_demo(src, users=60, items=80, ratings_per_user=15, days=3, end_date=D3)
@@ -76,14 +79,16 @@ def dag_run(tmp_path_factory):
     return {"home": home, "env": env, "conf": conf, "bad": bad, "missing": missing}
 
 
-def test_bad_source_fails_at_ingest_then_rerun_publishes_k_per_user(spark, dag_run):
+def test_bad_source_fails_at_the_source_wait_then_rerun_publishes_k_per_user(spark, dag_run):
     from lmrec.core.io import read_table
     from tests.conftest import make_cfg
 
     bad = dag_run["bad"]
     out = bad.stdout + bad.stderr
     assert f"source directory {dag_run['missing']} does not exist" in out
-    assert "task_id=ingest" in out and ("state=failed" in out or bad.returncode != 0)
+    # LMREC_SOURCE_WAIT_MINUTES=0: one look, then the wait fails and names what is missing; ingest never runs.
+    assert "task_id=wait_for_source" in out and ("state=failed" in out or bad.returncode != 0)
+    assert "LMREC ALERT" in out  # the failure notifier's log line
     cfg = make_cfg(dag_run["home"])
     recs = read_table(spark, cfg, S.RECOMMENDATIONS, D3).toPandas()
     active = read_table(spark, cfg, S.RATING_MATRIX, D3).select(S.COL_USER).distinct().count()
@@ -109,3 +114,55 @@ def test_second_date_then_first_again(spark, dag_run):
     assert sorted(map(tuple, read_table(spark, cfg, S.RECOMMENDATIONS, D2).collect())) == d2
     again = read_table(spark, cfg, S.RECOMMENDATIONS, D3).toPandas()
     assert len(again) == len(d3) and set(again[S.COL_USER]) == set(d3[S.COL_USER])
+
+
+@pytest.mark.spark
+def test_permanent_errors_fail_the_task_at_once(spark, tmp_path, monkeypatch):
+    """An error no retry can fix (here a missing source) fails the task with AirflowFailException,
+    so Airflow skips its retries; the message names the file, never user text."""
+    for k, v in _env(tmp_path).items():
+        monkeypatch.setenv(k, v)
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.exceptions import AirflowFailException
+
+    dag = DagBag(str(REPO / "dags")).dags[S.DAG_ID]
+    ingest = dag.get_task("ingest")
+    with pytest.raises(AirflowFailException, match=r"SourceError: source directory .*nope does not exist"):
+        ingest.python_callable(ds=str(D3), params={"source": str(tmp_path / "nope"), "top_k": 3})
+    score = dag.get_task("score")
+    with pytest.raises(AirflowFailException, match="ParameterError: top_k must be between 1 and 1000"):
+        score.python_callable(ds=str(D3), params={"source": str(tmp_path), "top_k": 0})
+
+
+def test_alerts_reach_the_webhook_and_the_log(caplog):
+    """A failure alert is one log line and a JSON POST to LMREC_ALERT_WEBHOOK."""
+    import http.server
+    import threading
+
+    from lmrec.alerts import build_alert, send_alert
+    from lmrec.core.settings import Settings
+
+    got = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    cfg = Settings.from_env({"LMREC_HOME": "/tmp/lmrec-alert-test",
+                             "LMREC_ALERT_WEBHOOK": f"http://127.0.0.1:{server.server_port}/hook"})
+
+    class TI:
+        dag_id, run_id, task_id, try_number = S.DAG_ID, "manual__2024-06-30", "ingest", 1
+
+    alert = build_alert({"ti": TI(), "ds": "2024-06-30", "exception": RuntimeError("source missing")}, "task failed")
+    assert send_alert(alert, cfg) == ["log", "webhook"]
+    server.server_close()
+    assert got and got[0]["task_id"] == "ingest" and got[0]["error"] == "RuntimeError: source missing"
+    assert "LMREC ALERT" in caplog.text
