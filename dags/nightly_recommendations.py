@@ -35,7 +35,7 @@ from airflow.sdk import Asset, AsyncCallback, DeadlineAlert, DeadlineReference, 
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from lmrec.core import schema as S
-from lmrec.alerts import FailureAlert, deadline_missed
+from lmrec.alerts import FailureAlert, deadline_missed, run_failed
 from lmrec.core.settings import Settings
 from lmrec.pipeline import JOBS
 
@@ -52,7 +52,7 @@ def job_task(job):
     """One pipeline job (a row of lmrec.pipeline.JOBS) for {{ ds }}: in-process, or spark-submit
     to the configured cluster."""
     common = dict(task_id=job.name, execution_timeout=dt.timedelta(minutes=job.timeout_minutes),
-                  outlets=[asset(t) for t in job.outputs], pool=CFG.spark_pool)
+                  outlets=[asset(t) for t in job.outputs], pool=CFG.spark_pool, depends_on_past=job.in_date_order)
     if CFG.runner == "spark-submit":
         from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
@@ -125,10 +125,11 @@ def _reference(result):
     # failure, and a run still going LMREC_RUN_DEADLINE_HOURS after it was queued, alerts.
     default_args={"retries": CFG.task_retries, "retry_delay": dt.timedelta(minutes=1), "retry_exponential_backoff": True,
                   "max_retry_delay": dt.timedelta(minutes=30), "on_failure_callback": FailureAlert()},
-    on_failure_callback=FailureAlert("run failed"),
-    deadline=DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT,
-                           interval=dt.timedelta(hours=CFG.run_deadline_hours),
-                           callback=AsyncCallback(deadline_missed, kwargs={"hours": CFG.run_deadline_hours})),
+    on_failure_callback=run_failed,
+    deadline=[DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT,
+                            interval=dt.timedelta(hours=CFG.run_deadline_hours),
+                            callback=AsyncCallback(deadline_missed, kwargs={"hours": CFG.run_deadline_hours}))]
+    if CFG.run_deadline_hours > 0 else None,
     params={
         "source": Param(CFG.source, type="string", minLength=1, description="source directory (docs/ARCHITECTURE.md, Source format)"),
         "top_k": Param(CFG.top_k, type="integer", minimum=1, maximum=S.MAX_K, description="recommendations per user"),

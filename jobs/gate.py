@@ -51,6 +51,11 @@ def _fmt(x: float | None) -> str:
     return "" if x is None else f"{x:.6f}"
 
 
+def _num(text: str | None) -> float | None:
+    """A ``gate.*`` NDCG tag back as a number (None where it is empty)."""
+    return float(text) if text else None
+
+
 def decide(candidate: float, champion: float | None, popularity: float, tolerance: float) -> tuple[bool, str]:
     """(promote?, reason) from the three NDCG@10 values."""
     if candidate <= popularity:
@@ -140,13 +145,21 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -
                f"version {cand.version} for {run_date} was judged on {cand.tags.get(R.TAG_GATE_DATE)} "
                f"({cand.tags[R.TAG_GATE_DECISION]}); no new candidate")
         out = {"decision": "unchanged", "reason": why, "candidate_version": None}
+    ledger = dict(out)
+    if out["decision"] == "unchanged" and cand is not None:
+        # A rerun of D (or a gate killed after judging): the ledger keeps D's recorded judgement.
+        ledger.update(decision=cand.tags[R.TAG_GATE_DECISION], candidate_version=str(cand.version),
+                      reason=cand.tags.get("gate.reason", why),
+                      **{k: _num(cand.tags.get(f"gate.{k}")) for k in
+                         ("candidate_ndcg_at_10", "champion_ndcg_at_10", "popularity_ndcg_at_10")})
     alias_before = R.version_by_alias(client, S.ALIAS_CHAMPION)
     newest = R.move_champion_forward(client)
     out["champion_alias_moved"] = newest != (str(alias_before.version) if alias_before is not None else None)
     used = R.champion_as_of(client, run_date)  # what score uses for D
     out["champion_version"] = str(used.version) if used is not None else None
-    reason = out["reason"] + (f"; champion alias now version {newest}" if out["champion_alias_moved"] else "")
-    write_ledger(spark, cfg, run_date, build_ledger_row(out, used, reason=reason))
+    ledger["champion_alias_moved"] = out["champion_alias_moved"]
+    reason = ledger["reason"] + (f"; champion alias now version {newest}" if out["champion_alias_moved"] else "")
+    write_ledger(spark, cfg, run_date, build_ledger_row(ledger, used, reason=reason))
     log.info("gate %s: D is scored by version %s; global champion version %s", run_date, out["champion_version"], newest)
     return out
 

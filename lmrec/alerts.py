@@ -68,6 +68,12 @@ class FailureAlert(BaseNotifier):
         send_alert(build_alert(context, self.what), context=context)
 
 
+def run_failed(context: dict) -> None:
+    """DAG-level ``on_failure_callback``: the run failed (a plain function: the DAG processor runs
+    it with a serialized DAG, on which a notifier cannot render templates)."""
+    send_alert(build_alert(context, "run failed"), context=context)
+
+
 async def deadline_missed(context: dict, **kwargs) -> None:
     """DeadlineAlert callback (run by the triggerer): the run is still not done at its deadline."""
     import asyncio

@@ -29,6 +29,7 @@ class Job:
     timeout_minutes: int  # Airflow execution timeout of its task
     gpu: bool = False  # gets the GPU executor settings and the torch daemon
     options: tuple[str, ...] = ()  # run options it takes besides --date and --source (see OPTIONS)
+    in_date_order: bool = False  # runs only after its own run of the previous date (the model chain)
 
 
 # The pipeline's order; the DAG wires embed_items and embed_users in parallel.
@@ -37,8 +38,10 @@ JOBS: tuple[Job, ...] = (
     Job("rating_matrix", (S.RATING_MATRIX, S.USER_INDEX, S.ITEM_INDEX), 60),
     Job("embed_items", (S.ITEM_EMBEDDINGS,), 180, gpu=True, options=("full_refresh",)),
     Job("embed_users", (S.USER_EMBEDDINGS,), 180, gpu=True, options=("full_refresh",)),
-    Job("train", (), 180, gpu=True, options=("retrain",)),
-    Job("gate", (S.MODEL_LEDGER,), 60),
+    # The model of D depends on the champion as of D: train and gate run in date order, so a
+    # backfill's concurrent runs give what the same dates run one at a time give.
+    Job("train", (), 180, gpu=True, options=("retrain",), in_date_order=True),
+    Job("gate", (S.MODEL_LEDGER,), 60, in_date_order=True),
     Job("score", (S.RECOMMENDATIONS_STAGING,), 120, options=("top_k",)),
     Job("validate", (S.RECOMMENDATIONS,), 60, options=("top_k",)),
 )

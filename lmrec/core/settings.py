@@ -68,7 +68,7 @@ class Settings:
     task_retries: int = 2  # LMREC_TASK_RETRIES: Airflow retries per task for transient errors (exponential backoff)
     alert_webhook: str = ""  # LMREC_ALERT_WEBHOOK: URL that gets a JSON POST when a task fails or a run misses its deadline
     alert_email: str = ""  # LMREC_ALERT_EMAIL: address(es) mailed through Airflow's smtp_default connection (comma-separated)
-    run_deadline_hours: float = 6.0  # LMREC_RUN_DEADLINE_HOURS: alert when a run is not done this long after it was queued
+    run_deadline_hours: float = 0.0  # LMREC_RUN_DEADLINE_HOURS: alert when a run is not done this long after it was queued (0: no deadline; `airflow dags test` in Airflow 3.3.2 fails on a DAG with one)
     source_wait_minutes: int = 360  # LMREC_SOURCE_WAIT_MINUTES: how long a run waits for D's source files (0: check once)
     source_poke_seconds: int = 300  # LMREC_SOURCE_POKE_SECONDS: how often the wait looks again (the slot is freed between)
     spark_pool: str = "lmrec_spark"  # LMREC_SPARK_POOL: Airflow pool of the Spark jobs (``airflow pools set lmrec_spark 2 …``)
