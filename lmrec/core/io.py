@@ -69,9 +69,12 @@ def is_concurrency_error(exc: BaseException) -> bool:
     """True for Delta's optimistic-concurrency conflicts (another run committed first), including
     the race of two runs creating the same table (protocol or metadata changed): delta-spark's
     exception classes (``delta.exceptions``), which it raises in place of the JVM's."""
-    from delta.exceptions import DeltaConcurrentModificationException
+    import delta.exceptions as E
 
-    return isinstance(exc, DeltaConcurrentModificationException)
+    conflicts = (E.DeltaConcurrentModificationException, E.ConcurrentWriteException, E.MetadataChangedException,
+                 E.ProtocolChangedException, E.ConcurrentAppendException, E.ConcurrentDeleteReadException,
+                 E.ConcurrentDeleteDeleteException, E.ConcurrentTransactionException)
+    return isinstance(exc, conflicts)
 
 
 def retry_on_conflict(commit, *, what: str, retries: int = 5, also=None):

@@ -96,4 +96,4 @@ def require_columns(columns, required, what: str) -> None:
     have = set(getattr(columns, "columns", columns))
     missing = [c for c in required if c not in have]
     if missing:
-        raise ValueError(f"{what}: input is missing column(s) {', '.join(missing)}")
+        raise ValueError(f"{what}: input is missing column(s) {', '.join(map(repr, missing))}")

@@ -35,8 +35,8 @@ def test_backfill_uses_the_model_of_its_date_and_reruns_reproduce(spark, tmp_pat
     import mlflow
 
     src = tmp_path / "src"
-    write_demo(src, users=70, items=90, ratings_per_user=18, days=3, end_date=D3)
-    cfg = make_cfg(tmp_path / "home", LMREC_TRAIN_EPOCHS=2, LMREC_TRAIN_ALS=0, LMREC_OPTIMIZE=0)
+    write_demo(src, users=50, items=60, ratings_per_user=16, days=3, end_date=D3)
+    cfg = make_cfg(tmp_path / "home", LMREC_TRAIN_EPOCHS=1, LMREC_TRAIN_ALS=0, LMREC_OPTIMIZE=0)
     first = _night(spark, cfg, D2, src)
     client = mlflow.MlflowClient()  # the jobs set the tracking URI
     v2 = first["train"]["version"]

@@ -151,8 +151,8 @@ def test_delta_race_errors_are_retried():
 
     from lmrec.core.io import is_concurrency_error, retry_on_conflict
 
-    assert is_concurrency_error(ProtocolChangedException(desc="[DELTA_PROTOCOL_CHANGED] The protocol version changed"))
-    assert is_concurrency_error(ConcurrentAppendException(desc="files were added"))
+    assert is_concurrency_error(ProtocolChangedException("[DELTA_PROTOCOL_CHANGED] The protocol version changed"))
+    assert is_concurrency_error(ConcurrentAppendException("files were added"))
     assert not is_concurrency_error(ValueError("column rating missing"))
     assert not is_concurrency_error(RuntimeError("io.delta.exceptions.ConcurrentAppendException: as text only"))
     calls = []
@@ -160,7 +160,7 @@ def test_delta_race_errors_are_retried():
     def commit():
         calls.append(1)
         if len(calls) < 3:
-            raise ConcurrentAppendException(desc="another run committed first")
+            raise ConcurrentAppendException("another run committed first")
         return "ok"
 
     assert retry_on_conflict(commit, what="t", retries=3) == "ok" and len(calls) == 3
