@@ -74,7 +74,7 @@ END ?= $(DATE)
 backfill: venv airflow-db
 	$(BIN)/airflow dags reserialize
 	$(BIN)/airflow dags unpause nightly_recommendations
-	$(BIN)/airflow backfill create --dag-id nightly_recommendations --from-date $(START) --to-date $(END) --max-active-runs 1
+	$(BIN)/airflow backfill create --dag-id nightly_recommendations --from-date $(START) --to-date $(END) --max-active-runs 4 --reprocess-behavior failed
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -55,6 +55,23 @@ def _recommendations(home: Path) -> dict:
             for d, g in df.groupby(S.COL_RUN_DATE)}
 
 
+def _wait_for_api(port: int, server: subprocess.Popen, seconds: float = 600) -> None:
+    """Until the API server (which also serves the tasks' execution API) answers its health check."""
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "airflow standalone exited; see standalone.log"
+        try:
+            with urllib.request.urlopen(f"http://localhost:{port}/api/v2/monitor/health", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(5)
+    pytest.fail("the Airflow API server did not come up")
+
+
 def _runs(env) -> list[dict]:
     out = subprocess.run([str(BIN / "airflow"), "dags", "list-runs", S.DAG_ID, "-o", "json"], env=env,
                          capture_output=True, text=True, timeout=120)
@@ -74,10 +91,12 @@ def test_backfill_of_six_dates_four_at_a_time_equals_one_at_a_time(tmp_path):
                        env=ref_env, cwd=REPO, check=True, capture_output=True, timeout=1800)
 
     home = tmp_path / "backfill"
+    port = _free_port()
     env = {**os.environ, **LMREC_ENV, "LMREC_HOME": str(home), "LMREC_SOURCE": str(src),
            "AIRFLOW_HOME": str(home / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-           "AIRFLOW__CORE__PARALLELISM": "8", "AIRFLOW__API__PORT": str(_free_port()),
+           "AIRFLOW__CORE__PARALLELISM": "8", "AIRFLOW__API__PORT": str(port),
+           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120", "PATH": f"{BIN}:{os.environ['PATH']}"}
     airflow = str(BIN / "airflow")
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
@@ -88,10 +107,11 @@ def test_backfill_of_six_dates_four_at_a_time_equals_one_at_a_time(tmp_path):
                               start_new_session=True)
     started = time.monotonic()
     try:
+        _wait_for_api(port, server)
         subprocess.run([airflow, "dags", "reserialize"], env=env, check=True, capture_output=True, timeout=600)
         subprocess.run([airflow, "dags", "unpause", S.DAG_ID], env=env, check=True, capture_output=True, timeout=120)
         out = subprocess.run([airflow, "backfill", "create", "--dag-id", S.DAG_ID, "--from-date", str(DATES[0]),
-                              "--to-date", str(DATES[-1]), "--max-active-runs", "4",
+                              "--to-date", str(DATES[-1]), "--max-active-runs", "4", "--reprocess-behavior", "failed",
                               "--dag-run-conf", json.dumps({"source": str(src), "top_k": 4})],
                              env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
