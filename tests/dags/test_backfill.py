@@ -83,13 +83,6 @@ def test_backfill_of_six_dates_four_at_a_time_equals_one_at_a_time(tmp_path):
     src = tmp_path / "source"
     write_demo(src, users=60, items=80, ratings_per_user=18, days=6, end_date=LAST)
 
-    # The reference: the same dates one at a time, oldest first, without Airflow.
-    ref = tmp_path / "one-at-a-time"
-    ref_env = {**os.environ, **LMREC_ENV, "LMREC_HOME": str(ref)}
-    for day in DATES:
-        subprocess.run([str(BIN / "lmrec"), "pipeline", "--date", str(day), "--source", str(src), "--top-k", "4"],
-                       env=ref_env, cwd=REPO, check=True, capture_output=True, timeout=1800)
-
     home = tmp_path / "backfill"
     port = _free_port()
     env = {**os.environ, **LMREC_ENV, "LMREC_HOME": str(home), "LMREC_SOURCE": str(src),
@@ -102,19 +95,21 @@ def test_backfill_of_six_dates_four_at_a_time_equals_one_at_a_time(tmp_path):
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
     subprocess.run([airflow, "pools", "set", "lmrec_spark", "2", "lmrec Spark jobs"], env=env, check=True,
                    capture_output=True, timeout=120)
+    # The DAG serialized and unpaused and the backfill created before the scheduler starts (SQLite
+    # metadata: one writer at a time), then `airflow standalone` runs it.
+    subprocess.run([airflow, "dags", "reserialize"], env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run([airflow, "dags", "unpause", S.DAG_ID], env=env, check=True, capture_output=True, timeout=120)
+    out = subprocess.run([airflow, "backfill", "create", "--dag-id", S.DAG_ID, "--from-date", str(DATES[0]),
+                          "--to-date", str(DATES[-1]), "--max-active-runs", "4", "--reprocess-behavior", "failed",
+                          "--dag-run-conf", json.dumps({"source": str(src), "top_k": 4})],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     log = (tmp_path / "standalone.log").open("w")
     server = subprocess.Popen([airflow, "standalone"], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     started = time.monotonic()
     try:
         _wait_for_api(port, server)
-        subprocess.run([airflow, "dags", "reserialize"], env=env, check=True, capture_output=True, timeout=600)
-        subprocess.run([airflow, "dags", "unpause", S.DAG_ID], env=env, check=True, capture_output=True, timeout=120)
-        out = subprocess.run([airflow, "backfill", "create", "--dag-id", S.DAG_ID, "--from-date", str(DATES[0]),
-                              "--to-date", str(DATES[-1]), "--max-active-runs", "4", "--reprocess-behavior", "failed",
-                              "--dag-run-conf", json.dumps({"source": str(src), "top_k": 4})],
-                             env=env, capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         wanted = {str(d) for d in DATES}
         deadline = time.monotonic() + 3 * 3600
         while time.monotonic() < deadline:
@@ -135,6 +130,13 @@ def test_backfill_of_six_dates_four_at_a_time_equals_one_at_a_time(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
         log.close()
+
+    # The reference: the same dates one at a time, oldest first, without Airflow.
+    ref = tmp_path / "one-at-a-time"
+    ref_env = {**os.environ, **LMREC_ENV, "LMREC_HOME": str(ref)}
+    for day in DATES:
+        subprocess.run([str(BIN / "lmrec"), "pipeline", "--date", str(day), "--source", str(src), "--top-k", "4"],
+                       env=ref_env, cwd=REPO, check=True, capture_output=True, timeout=1800)
 
     # Runs overlapped: at least two were running at the same time.
     spans = [(r["start_date"], r["end_date"]) for r in runs]
