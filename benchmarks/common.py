@@ -91,9 +91,27 @@ def timed(fn, *args, **kw):
     return out, time.perf_counter() - t0
 
 
+def provenance() -> str:
+    """``Measured at commit <sha>[ + uncommitted changes] with `<command>` on <date> UTC.``"""
+    import datetime as dt
+    import shlex
+    import subprocess
+    import sys
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    sha = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = " + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    command = shlex.join([".venv/bin/python", *sys.argv])
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")  # wall-clock ok: a label
+    return f"Measured at commit {sha}{dirty} with `{command}` on {when} UTC.\n\n"
+
+
 def write_result(name: str, text: str) -> None:
-    """Write ``benchmarks/results/<name>.md`` and print it."""
+    """Write ``benchmarks/results/<name>.md`` (headed by :func:`provenance`) and print it."""
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
+    text = provenance() + text
     (out / f"{name}.md").write_text(text)
     print(text)

@@ -17,7 +17,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_result, ML_DATE, REPO, bench_settings, ml_small_warehouse  # noqa: E402
+from benchmarks.common import write_result, ML_DATE, bench_settings, ml_small_warehouse  # noqa: E402
 from lmrec.model import baselines as B  # noqa: E402
 from lmrec.core import schema as S  # noqa: E402
 from lmrec.model.evaluation import cold_item_split, mae, random_split, ranking_metrics, rmse  # noqa: E402
@@ -91,14 +91,11 @@ def main() -> None:
     table = pd.DataFrame(rows).T.reindex(columns=COLS)
     table["fit_seconds"] = pd.Series(times)
     cold_table = pd.DataFrame(cold_rows).T.reindex(columns=COLS[:4])
-    out = REPO / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
     text = (f"ml-latest-small, {len(data.ratings):,} ratings, per-user random 75/25 (seed {S.SEED}), k={K}, seen items removed.\n"
             f"Scorer: best epoch {hist['best_epoch']}, blend (alpha, gamma) = {tuple(round(x, 4) for x in hist['blend'])}.\n\n"
             + table.round(4).to_markdown() + "\n\nCold items (20% of items held out, ranked among the cold items):\n\n"
             + cold_table.round(4).to_markdown() + "\n")
-    (out / "quality.md").write_text(text)
-    print(text)
+    write_result("quality", text)
 
 
 if __name__ == "__main__":

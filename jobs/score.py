@@ -63,7 +63,8 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
 
     from lmrec.core.io import read_table
     from lmrec.core.pit import active_users
-    from lmrec.model.scorer import histories
+    from lmrec.model.baselines import interactions
+    from lmrec.model.scorer import history_weights
     from lmrec.model.training_data import load_training_data
 
     if not 1 <= top_k <= S.MAX_K:
@@ -81,8 +82,7 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
     users = active_users(spark, cfg, run_date).toPandas()[S.COL_USER]
     upos = {u: i for i, u in enumerate(data.user_ids)}
     uidx = np.array([upos[u] for u in users], dtype=np.int64)
-    H, X = histories(ratings, data.n_users, data.n_items, rating_max=data.rating_max,
-                     recency_weight=params.recency_weight if params is not None else 0.0)
+    X = interactions(ratings, data.n_users, data.n_items)  # (n_users, n_items) 0/1: who rated what by D
     has_hist = np.asarray(X.sum(1)).ravel()[uidx] > 0
     has_text = np.abs(data.user_text[uidx]).sum(1) > 0
     popular = np.bincount(ratings[S.COL_ITEM_IDX], minlength=data.n_items).astype(np.float64)
@@ -96,6 +96,9 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
     if modelled.any():
         t0 = time.perf_counter()
         mu_idx = uidx[modelled]
+        # The history weights only when a model scores: the popularity-only night skips them.
+        H = history_weights(ratings, data.n_users, data.n_items, rating_max=data.rating_max,
+                            recency_weight=params.recency_weight)
         U, _ = params.user_factors(mu_idx, H[mu_idx], data.item_text, data.user_text[mu_idx])
         I, beta, _ = params.item_factors(np.arange(data.n_items), data.item_text)
         ease_row = np.full(data.n_items, -1, dtype=np.int64)
