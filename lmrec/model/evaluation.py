@@ -41,6 +41,21 @@ def random_split(df: pd.DataFrame, ratio: float = 0.75, *, seed: int = S.SEED, c
     return df[in_train].copy(), df[~in_train].copy()
 
 
+def three_way_split(df: pd.DataFrame, fit: float = 0.8, val: float = 0.1, *, seed: int = S.SEED,
+                    col_user: str = S.COL_USER_IDX):
+    """Per-user random fit / validation / test parts (the protocol of train, gate and the
+    benchmarks): ``fit`` of each user's rows fit the models, ``val`` select every knob (epochs,
+    blend, λ, rank, k), the rest only reports and gates. A user's first row always fits; users
+    with few rows may have no validation or test rows."""
+    rng = np.random.default_rng(seed)
+    rank = pd.Series(rng.random(len(df)), index=df.index).groupby(df[col_user]).rank(method="first")
+    size = df.groupby(col_user)[col_user].transform("size")
+    n_fit = np.maximum(1, np.round(size * fit))
+    n_val = np.round(size * (fit + val)) - np.round(size * fit)
+    part = np.where(rank <= n_fit, 0, np.where(rank <= n_fit + n_val, 1, 2))
+    return df[part == 0].copy(), df[part == 1].copy(), df[part == 2].copy()
+
+
 def temporal_split(df: pd.DataFrame, ratio: float = 0.75, *, col_user: str = S.COL_USER_IDX,
                    col_time: str = S.COL_EVENT_TS):
     """Per-user temporal split: each user's last ``1 - ratio`` of events (by time) to test."""
@@ -77,14 +92,19 @@ def recall_at_k(top, relevant, k):
     return float((_hits(top[:, :k], relevant).sum(1) / n).mean())
 
 
-def ndcg_at_k(top, relevant, k):
-    """NDCG@k = mean_u DCG_u / IDCG_u, DCG_u = Σ_{n≤k} rel_u(n) / log2(n + 1),
+def ndcg_per_user(top, relevant, k) -> np.ndarray:
+    """DCG_u / IDCG_u per user, DCG_u = Σ_{n≤k} rel_u(n) / log2(n + 1),
     IDCG_u = Σ_{n ≤ min(k, |R_u|)} 1 / log2(n + 1)."""
     h = _hits(top[:, :k], relevant)
     disc = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = (h * disc[: h.shape[1]]).sum(1)
     ideal = np.array([disc[: min(k, len(r))].sum() for r in relevant])
-    return float((dcg / ideal).mean())
+    return dcg / ideal
+
+
+def ndcg_at_k(top, relevant, k):
+    """NDCG@k = mean_u DCG_u / IDCG_u (:func:`ndcg_per_user`)."""
+    return float(ndcg_per_user(top, relevant, k).mean())
 
 
 def map_at_k(top, relevant, k):
@@ -170,10 +190,11 @@ def top_k_from_scores(scores: np.ndarray, k: int, exclude=None) -> np.ndarray:
 
 def ranking_metrics(score_fn, train: pd.DataFrame, test: pd.DataFrame, n_items: int, *, k: int = 10,
                     candidates: np.ndarray | None = None, item_vectors: np.ndarray | None = None,
-                    batch: int = 512, ks=None) -> dict:
+                    batch: int = 512, ks=None, per_user: bool = False) -> dict:
     """Rank every item (or only ``candidates``) for each test user with ``score_fn(user_idx array)
     -> (B, n_items)``, excluding the user's training items; returns the metrics at ``k`` and, when
-    ``ks`` is given, NDCG and recall at each k in ``ks``."""
+    ``ks`` is given, NDCG and recall at each k in ``ks``. ``per_user`` adds ``ndcg_per_user``: a
+    Series of NDCG@k by user index (for :func:`paired_bootstrap`; :func:`scalars` drops it)."""
     import scipy.sparse as sp
 
     users = np.sort(test[S.COL_USER_IDX].unique())
@@ -205,4 +226,38 @@ def ranking_metrics(score_fn, train: pd.DataFrame, test: pd.DataFrame, n_items: 
     for kk in ks or []:
         out[f"curve_ndcg_at_{kk}"] = ndcg_at_k(top, relevant, kk)
         out[f"curve_recall_at_{kk}"] = recall_at_k(top, relevant, kk)
+    if per_user:
+        out["ndcg_per_user"] = pd.Series(ndcg_per_user(top, relevant, k), index=users)
     return out
+
+
+def scalars(metrics: dict) -> dict:
+    """The single-number metrics of a :func:`ranking_metrics` result (no curves, no per-user)."""
+    return {k: float(v) for k, v in metrics.items() if not k.startswith("curve_") and np.isscalar(v)}
+
+
+# ------------------------------------------------------------------------------- intervals
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, stat=np.mean, n: int = 1000, seed: int = S.SEED,
+                     level: float = 0.95) -> dict:
+    """Paired bootstrap of ``stat(a) - stat(b)`` over the same units (users for NDCG, rows for
+    squared errors: pass ``stat=lambda e: np.sqrt(np.mean(e))`` for an RMSE difference).
+
+    Returns {diff, lo, hi}: the difference on the data and its ``level`` percentile interval
+    from ``n`` resamples of the units (the same resample for both: the pairing)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or len(a) == 0:
+        raise ValueError(f"paired_bootstrap needs two non-empty arrays of one length, got {a.shape} and {b.shape}")
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n)
+    for k in range(n):
+        idx = rng.integers(0, len(a), len(a))
+        diffs[k] = stat(a[idx]) - stat(b[idx])
+    tail = (1 - level) / 2 * 100
+    return {"diff": float(stat(a) - stat(b)), "lo": float(np.percentile(diffs, tail)),
+            "hi": float(np.percentile(diffs, 100 - tail))}
+
+
+def rmse_stat(squared_errors: np.ndarray) -> float:
+    """RMSE from squared errors (the ``stat`` of :func:`paired_bootstrap` for RMSE differences)."""
+    return float(np.sqrt(np.mean(squared_errors)))

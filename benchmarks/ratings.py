@@ -1,0 +1,190 @@
+"""Rating prediction on a test part no selection saw: lmrec's rating model against tuned peers,
+with paired bootstrap intervals, on ml-latest-small and Amazon Musical Instruments (5-core).
+
+Protocol (one for every model): per-user random fit / validation / test parts 80/10/10
+(``three_way_split``, seed 42). Each model is fit on the fit part for every point of its grid and
+picks its knobs (epochs, rank, λ, factors) by validation RMSE; it is then refit on fit + validation
+with those knobs and measured once on test. Profile texts follow the same parts
+(``lmrec.text.profiles``): while selecting, only texts about fit pairs; for the final fit, texts
+about fit + validation pairs; never a text about a test pair (Amazon item texts are built from
+those reviews only; ml item texts are the catalogue's titles and genres).
+
+    .venv/bin/python benchmarks/ratings.py [ml-small|amazon ...]   # writes benchmarks/results/ratings.md
+
+Peers: global mean, regularised biases, Surprise SVD and SVD++ (``pip install scikit-surprise``,
+a benchmark-only dependency: ``make bench`` installs it), Spark ALS explicit with the bias
+baseline for pairs ALS cannot score. Ablation: the rating model without its text parts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import SHARED, bench_settings, write_result  # noqa: E402
+from lmrec.core import schema as S  # noqa: E402
+from lmrec.model import baselines as B  # noqa: E402
+from lmrec.model.evaluation import paired_bootstrap, rmse_stat, three_way_split  # noqa: E402
+from lmrec.model.rating import RatingConfig, fit_rating_model, select_rating_model  # noqa: E402
+
+log = logging.getLogger("bench.ratings")
+SCALE = (0.5, 5.0)
+
+
+def load(name: str):
+    """(ratings with indices and ids, items, user texts) of a dataset, through lmrec's importers."""
+    from lmrec.data.importers import import_amazon_reviews, import_movielens
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if name == "ml-small":
+            import_movielens(SHARED / "ml-latest-small", tmp)
+        else:
+            import_amazon_reviews(SHARED / "amazon-musical-instruments-5core" / "reviews_Musical_Instruments_5.json.gz", tmp)
+        r = pd.read_csv(Path(tmp) / "ratings.csv", dtype={S.COL_USER: str, S.COL_ITEM: str})
+        items = pd.read_csv(Path(tmp) / "items.csv", dtype={S.COL_ITEM: str}, keep_default_na=False)
+        ut_path = Path(tmp) / "user_text.csv"
+        ut = pd.read_csv(ut_path, dtype={S.COL_USER: str, S.COL_ITEM: str}, keep_default_na=False) if ut_path.exists() else None
+    users = np.sort(r[S.COL_USER].unique())
+    item_ids = np.sort(items[S.COL_ITEM].unique())
+    r[S.COL_USER_IDX] = np.searchsorted(users, r[S.COL_USER])
+    r[S.COL_ITEM_IDX] = np.searchsorted(item_ids, r[S.COL_ITEM])
+    r[S.COL_EVENT_TS] = pd.to_datetime(r["timestamp"], unit="s")
+    if ut is not None:
+        ut[S.COL_EVENT_TS] = pd.to_datetime(pd.to_numeric(ut["timestamp"]), unit="s")
+        ut[S.COL_ITEM] = ut[S.COL_ITEM].replace("", None)
+    return r, items, ut, users, item_ids
+
+
+def text_vectors(encoder, items, ut, known, users, item_ids):
+    """(item vectors, user vectors) from the texts known through the ``known`` pairs only."""
+    from lmrec.text.profiles import split_profiles
+
+    it, us = split_profiles(items, ut, known)
+    T = np.zeros((len(item_ids), encoder.dim), np.float32)
+    U = np.zeros((len(users), encoder.dim), np.float32)
+    if len(it):
+        T[np.searchsorted(item_ids, it.index.to_numpy())] = encoder.encode(it.tolist())
+    if len(us):
+        U[np.searchsorted(users, us.index.to_numpy())] = encoder.encode(us.tolist())
+    return T, U
+
+
+def surprise_model(kind: str, part: pd.DataFrame, **kw):
+    from surprise import SVD, Dataset, Reader, SVDpp
+
+    data = Dataset.load_from_df(part[[S.COL_USER_IDX, S.COL_ITEM_IDX, S.COL_RATING]], Reader(rating_scale=SCALE))
+    algo = (SVD if kind == "svd" else SVDpp)(random_state=S.SEED, **kw)
+    algo.fit(data.build_full_trainset())
+    return lambda u, i: np.array([algo.predict(a, b).est for a, b in zip(u, i)])
+
+
+def als_model(spark, part, n_users, n_items, *, rank, reg, bias):
+    from pyspark.ml.recommendation import ALS
+
+    df = spark.createDataFrame(part[[S.COL_USER_IDX, S.COL_ITEM_IDX, S.COL_RATING]].astype(
+        {S.COL_USER_IDX: "int32", S.COL_ITEM_IDX: "int32", S.COL_RATING: "float32"}))
+    model = ALS(rank=rank, maxIter=15, regParam=reg, userCol=S.COL_USER_IDX, itemCol=S.COL_ITEM_IDX,
+                ratingCol=S.COL_RATING, seed=S.SEED, coldStartStrategy="nan").fit(df)
+    uf, itf = model.userFactors.toPandas(), model.itemFactors.toPandas()
+    U, I = np.full((n_users, rank), np.nan), np.full((n_items, rank), np.nan)
+    U[uf["id"].to_numpy()] = np.stack(uf["features"].to_numpy())
+    I[itf["id"].to_numpy()] = np.stack(itf["features"].to_numpy())
+    fallback = bias(part)
+
+    def predict(u, i):
+        p = (U[u] * I[i]).sum(1)
+        return np.clip(np.where(np.isnan(p), fallback(u, i), p), *SCALE)
+
+    return predict
+
+
+def run(name: str, spark, encoder) -> str:
+    r, items, ut, users, item_ids = load(name)
+    nU, nI = len(users), len(item_ids)
+    fit, val, test = three_way_split(r, 0.8, 0.1, seed=S.SEED)
+    full = pd.concat([fit, val])
+    y_val, y_test = val[S.COL_RATING].to_numpy(), test[S.COL_RATING].to_numpy()
+    vu, vi, tu, ti = (x.to_numpy() for x in (val[S.COL_USER_IDX], val[S.COL_ITEM_IDX], test[S.COL_USER_IDX], test[S.COL_ITEM_IDX]))
+    err = lambda p, y: float(np.sqrt(np.mean((np.asarray(p) - y) ** 2)))  # noqa: E731
+    preds, chosen, secs = {}, {}, {}
+
+    def tuned(label, build, grid):
+        """Fit on fit for each grid point, pick by validation RMSE, refit on fit+val, predict test."""
+        t0 = time.perf_counter()
+        scores = {g: err(build(fit, **dict(g))(vu, vi), y_val) for g in grid}
+        best = min(scores, key=scores.get)
+        preds[label] = np.clip(build(full, **dict(best))(tu, ti), *SCALE)
+        chosen[label] = f"{dict(best)} (val RMSE {scores[best]:.4f})"
+        secs[label] = time.perf_counter() - t0
+        log.info("%s %s: chose %s", name, label, chosen[label])
+
+    mu = float(fit[S.COL_RATING].mean())
+    preds["global mean"] = np.full(len(test), float(full[S.COL_RATING].mean()))
+    chosen["global mean"], secs["global mean"] = "-", 0.0
+    bias = lambda part, reg_user=15.0, reg_item=10.0: B.fit_biases(part, nU, nI, reg_user=reg_user, reg_item=reg_item)  # noqa: E731
+    tuned("biases", bias, [(("reg_user", a), ("reg_item", b)) for a, b in itertools.product((5.0, 15.0, 30.0), (2.0, 10.0, 25.0))])
+    tuned("Surprise SVD", lambda p, **k: surprise_model("svd", p, **k),
+          [(("n_factors", f), ("reg_all", g), ("n_epochs", e)) for f, g, e in itertools.product((50, 100), (0.02, 0.05, 0.1), (20, 40))])
+    tuned("Surprise SVD++", lambda p, **k: surprise_model("svdpp", p, **k),
+          [(("n_factors", 20), ("reg_all", g), ("n_epochs", 20)) for g in (0.02, 0.05, 0.1)])
+    tuned("Spark ALS (bias fallback)", lambda p, **k: als_model(spark, p, nU, nI, bias=bias, **k),
+          [(("rank", k), ("reg", g)) for k, g in itertools.product((10, 50), (0.05, 0.1, 0.2))])
+
+    # lmrec's rating model: knobs and epochs chosen on val (texts of fit pairs), refit on fit+val.
+    cfg = RatingConfig()
+    for label, with_text in (("lmrec rating model", True), ("lmrec rating model, no text", False)):
+        t0 = time.perf_counter()
+        zeros = np.zeros((1, encoder.dim), np.float32)
+        T, Ut = text_vectors(encoder, items, ut, fit, users, item_ids) if with_text else (np.zeros((nI, encoder.dim), np.float32), np.zeros((nU, encoder.dim), np.float32))
+        kw = dict(n_users=nU, n_items=nI, r_min=SCALE[0], r_max=SCALE[1])
+        best_cfg, tried = select_rating_model(fit, val, cfg=cfg, item_text=T, user_text=Ut, **kw)
+        if with_text:
+            T, Ut = text_vectors(encoder, items, ut, full, users, item_ids)
+        params, _ = fit_rating_model(full, cfg=best_cfg, epochs=best_cfg.epochs, item_text=T, user_text=Ut, **kw)
+        preds[label] = params.predict(tu, ti, B.interactions(full, nU, nI), T, Ut)
+        chosen[label] = f"reg {best_cfg.reg}, {best_cfg.epochs} epochs (val RMSE {tried[best_cfg.reg][0]:.4f})"
+        secs[label] = time.perf_counter() - t0
+        del zeros
+    ours = (preds["lmrec rating model"] - y_test) ** 2
+    rows = []
+    for label, p in preds.items():
+        row = {"model": label, "test RMSE": err(p, y_test), "chosen on validation": chosen[label], "seconds": round(secs[label], 1)}
+        if label != "lmrec rating model":
+            ci = paired_bootstrap(ours, (p - y_test) ** 2, stat=rmse_stat)
+            row["lmrec - model (95% CI)"] = f"{ci['diff']:+.4f} [{ci['lo']:+.4f}, {ci['hi']:+.4f}]"
+        rows.append(row)
+    table = pd.DataFrame(rows).sort_values("test RMSE").set_index("model")
+    head = (f"### {name}: {len(r):,} ratings, {nU:,} users, {nI:,} items; fit/val/test {len(fit):,}/{len(val):,}/{len(test):,}; "
+            f"fit-part mean {mu:.3f}\n\n")
+    return head + table.to_markdown() + "\n"
+
+
+def main(argv=None) -> None:
+    import torch
+
+    from lmrec.core.spark import get_spark
+    from lmrec.text.encoder import TextEncoder
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("lmrec.model.rating").setLevel(logging.WARNING)
+    names = (argv if argv is not None else sys.argv[1:]) or ["ml-small", "amazon"]
+    torch.manual_seed(S.SEED)
+    spark = get_spark(bench_settings("ratings"), "lmrec-bench-ratings")
+    encoder = TextEncoder(device="cpu")
+    parts = [run(n, spark, encoder) for n in names]
+    write_result("ratings", "Test RMSE (lower is better), every model tuned on validation and refit on fit + validation; "
+                 "intervals: paired bootstrap (1,000 resamples of test ratings) of lmrec's RMSE minus the model's "
+                 "(below zero: lmrec better).\n\n" + "\n".join(parts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""The rating model: the seed's weighted inner product over language-model profiles and
+collaborative parts, trained for ratings (its own model, its own early stopping).
+
+    r̂(u, i) = clip(μ + b_u + b_i + w·t_i + Σ_k θ_k · U_uk · I_ik,  r_min, r_max)
+    I_i = q_i + W_I · t_i                                   item text vector t_i (d_t,)
+    U_u = p_u + W_U · s_u + W_H · h̄_u + |N|^-½ Σ_{j ∈ N} y_j     N = N(u) without i
+
+N(u) is the set of items u rated in the part the model is fit on: *which* items, never how they
+were rated, and without i itself when (u, i) is the pair being fit, so the history carries no
+target (at prediction time the pair's item is not in the history either: training and serving see
+the same thing). h̄_u is the mean text vector of N, s_u the user's own text. Items without ratings
+are rated from their text (q_i = 0, b_i = 0), users without ratings from their text.
+
+Training: Adam on MSE with L2 on the rows a batch uses, fixed seeds; the epoch with the best
+validation RMSE is kept (patience ``patience``), and the L2 strength is chosen on validation from
+``reg_grid`` (:func:`select_rating_model`). Predictions are clipped to the rating scale.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from lmrec.core import schema as S
+from lmrec.model.baselines import interactions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RatingConfig:
+    dim: int = 64  # latent dimension
+    epochs: int = 60  # maximum epochs; early stopping on validation RMSE picks the best
+    patience: int = 4  # epochs without a better validation RMSE before stopping
+    batch_size: int = 1024
+    lr: float = 0.1  # of the mean loss of a block (about batch_size ratings)
+    reg: float = 0.1  # L2 on the factor rows a block uses (p, q, y), per rating
+    reg_grid: tuple = (0.03, 0.1, 0.3, 1.0)  # L2 strengths tried on validation (1.0: nearly biases only)
+    bias_reg: float = 0.02  # L2 on the user and item biases, per rating
+    optimizer: str = "sgd"  # sgd (with momentum) | adam; Adam overfits rare items' rows here
+    momentum: float = 0.9
+    text_reg: float = 1e-4  # weight decay of the text projections
+    epoch_samples: int = 4_000_000  # an epoch visits at most this many (seeded, shuffled) ratings
+    seed: int = S.SEED
+    device: str = "cpu"
+
+    def params(self) -> dict:
+        return {f"rating.{k}": (str(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class RatingParams:
+    """A fitted rating model as NumPy arrays (what MLflow stores)."""
+
+    P: np.ndarray  # (n_users_fit, d) user ID factors
+    Q: np.ndarray  # (n_items_fit, d) item ID factors
+    Y: np.ndarray  # (n_items_fit, d) implicit history factors
+    W_item: np.ndarray  # (d_t, d)
+    W_user: np.ndarray  # (d_t, d)
+    W_hist: np.ndarray  # (d_t, d)
+    theta: np.ndarray  # (d,)
+    b_user: np.ndarray  # (n_users_fit,)
+    b_item: np.ndarray  # (n_items_fit,)
+    w_text_bias: np.ndarray  # (d_t,)
+    mu: float
+    r_min: float
+    r_max: float
+
+    def predict(self, users, items, X: sp.csr_matrix, item_text: np.ndarray, user_text: np.ndarray) -> np.ndarray:
+        """Ratings for (user, item) index pairs; ``X`` (n_users, n_items) 0/1: the users' rated items."""
+        users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+        out = np.empty(len(users), dtype=np.float64)
+        for s in range(0, len(users), 65_536):
+            u, i = users[s:s + 65_536], items[s:s + 65_536]
+            U, bu = self._users(u, i, X, item_text, user_text)
+            I, bi = self._items(i, item_text)
+            out[s:s + 65_536] = self.mu + bu + bi + (U * I).sum(1)
+        return np.clip(out, self.r_min, self.r_max)
+
+    def _items(self, i, item_text):
+        known = i < len(self.Q)
+        t = item_text[i]
+        I = t @ self.W_item
+        b = t @ self.w_text_bias
+        I[known] += self.Q[i[known]]
+        b[known] += self.b_item[i[known]]
+        return I, b
+
+    def _users(self, u, i, X, item_text, user_text):
+        Xu = X[u]
+        m = np.asarray(Xu[np.arange(len(u)), i]).ravel()  # 1 where i is in u's history: leave it out
+        n = np.asarray(Xu.sum(1)).ravel() - m
+        n_fit = len(self.Y)
+        Xf = Xu[:, :n_fit]
+        ysum = np.asarray(Xf @ self.Y) - np.where((i < n_fit)[:, None], self.Y[np.minimum(i, n_fit - 1)], 0) * m[:, None]
+        tsum = np.asarray(Xu @ item_text) - item_text[i] * m[:, None]
+        scale = np.where(n > 0, 1.0 / np.sqrt(np.maximum(n, 1)), 0.0)
+        U = (ysum * scale[:, None] + user_text[u] @ self.W_user
+             + (tsum / np.maximum(n, 1)[:, None]) @ self.W_hist)
+        known = u < len(self.P)
+        U[known] += self.P[u[known]]
+        bu = np.zeros(len(u))
+        bu[known] = self.b_user[u[known]]
+        return U * self.theta, bu
+
+    def to_npz(self, path) -> None:
+        np.savez(path, **{k: np.asarray(v) for k, v in asdict(self).items()})
+
+    @classmethod
+    def from_npz(cls, path) -> "RatingParams":
+        z = np.load(path)
+        kw = {k: z[k] for k in z.files}
+        for k in ("mu", "r_min", "r_max"):
+            kw[k] = float(kw[k])
+        return cls(**kw)
+
+
+def _bags(X: sp.csr_matrix, users: np.ndarray):
+    """(flat item indices, offsets) of the users' rows of CSR ``X``, for ``EmbeddingBag``."""
+    starts, ends = X.indptr[users], X.indptr[users + 1]
+    lens = ends - starts
+    offsets = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    flat = np.repeat(starts - offsets, lens) + np.arange(lens.sum())
+    return X.indices[flat].astype(np.int64), offsets.astype(np.int64)
+
+
+def fit_rating_model(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np.ndarray,
+                     user_text: np.ndarray, r_min: float, r_max: float, cfg: RatingConfig,
+                     val: pd.DataFrame | None = None, epochs: int | None = None,
+                     progress=None) -> tuple[RatingParams, dict]:
+    """Fit on ``train`` (user_idx, item_idx, rating). With ``val``: early stopping on validation
+    RMSE (best epoch kept); without: exactly ``epochs`` epochs (a refit with the chosen count).
+    Returns (params, history) with per-epoch train MSE and validation RMSE, and ``best_epoch``."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    dev = cfg.device
+    d, d_t = cfg.dim, item_text.shape[1]
+    X = interactions(train, n_users, n_items)
+    X.sort_indices()
+    T = torch.from_numpy(item_text.astype(np.float32)).to(dev)
+    Tsum = torch.from_numpy(np.asarray(X @ item_text, dtype=np.float32)).to(dev)
+    own = torch.from_numpy(user_text.astype(np.float32)).to(dev)
+    n_hist = torch.from_numpy(np.asarray(X.sum(1), dtype=np.float32).ravel()).to(dev)
+    mu = float(train[S.COL_RATING].mean())
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.P, self.Q = nn.Embedding(n_users, d), nn.Embedding(n_items, d)
+            self.Y = nn.EmbeddingBag(n_items, d, mode="sum")
+            for e in (self.P, self.Q, self.Y):
+                nn.init.normal_(e.weight, std=0.01)
+            self.W_item, self.W_user, self.W_hist = (nn.Linear(d_t, d, bias=False) for _ in range(3))
+            for w in (self.W_item, self.W_user, self.W_hist):
+                nn.init.normal_(w.weight, std=0.01)
+            self.theta = nn.Parameter(torch.ones(d))
+            self.b_user, self.b_item = nn.Embedding(n_users, 1), nn.Embedding(n_items, 1)
+            nn.init.zeros_(self.b_user.weight)
+            nn.init.zeros_(self.b_item.weight)
+            self.text_bias = nn.Linear(d_t, 1, bias=False)
+            nn.init.zeros_(self.text_bias.weight)
+
+        def forward(self, users, flat, offsets, rep, i):
+            # users (nb,): a block of users; flat/offsets: their histories (every item they rated);
+            # rep (B,): each rating's position in ``users``; i (B,): its item. Each rating's own item
+            # is left out of its user's history (it is always in it: these are the fit pairs).
+            u = users[rep]
+            n = (n_hist[u] - 1).clamp(min=0)
+            ysum = self.Y(flat, offsets)[rep] - self.Y.weight[i]
+            tmean = (Tsum[u] - T[i]) / n.clamp(min=1)[:, None]
+            scale = torch.where(n > 0, n.clamp(min=1).rsqrt(), torch.zeros_like(n))
+            U = self.P(u) + ysum * scale[:, None] + self.W_user(own[u]) + self.W_hist(tmean)
+            I = self.Q(i) + self.W_item(T[i])
+            bu, bi = self.b_user(u).squeeze(-1), self.b_item(i).squeeze(-1) + self.text_bias(T[i]).squeeze(-1)
+            pred = mu + bu + bi + (U * self.theta * I).sum(-1)
+            return pred, u, bu, bi
+
+    net = Net().to(dev)
+    text_params = [net.W_item.weight, net.W_user.weight, net.W_hist.weight, net.text_bias.weight]
+    rest = [p for p in net.parameters() if all(p is not q for q in text_params)]
+    groups = [{"params": rest, "weight_decay": 0.0}, {"params": text_params, "weight_decay": cfg.text_reg}]
+    opt = (torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum) if cfg.optimizer == "sgd"
+           else torch.optim.Adam(groups, lr=cfg.lr))
+    R = sp.csr_matrix((train[S.COL_RATING].to_numpy().astype(np.float32),
+                       (train[S.COL_USER_IDX].to_numpy(), train[S.COL_ITEM_IDX].to_numpy())), shape=(n_users, n_items))
+    R.sort_indices()
+    raters = np.flatnonzero(np.diff(R.indptr) > 0)
+    if val is not None and len(val):
+        vu, vi = val[S.COL_USER_IDX].to_numpy(), val[S.COL_ITEM_IDX].to_numpy()
+        vr = val[S.COL_RATING].to_numpy()
+    n_epochs = epochs if epochs is not None else cfg.epochs
+    history = {"epoch": [], "train_mse": [], "val_rmse": []}
+    best, best_state, best_epoch, waited = np.inf, None, 0, 0
+    for epoch in range(1, n_epochs + 1):
+        net.train()
+        # Steps over blocks of users (shuffled), about ``batch_size`` ratings a block: each user's
+        # history is summed once per step, not once per rating (SVD++'s cost otherwise).
+        perm = rng.permutation(raters)
+        counts = np.cumsum(np.diff(R.indptr)[perm])
+        perm = perm[: max(1, int(np.searchsorted(counts, cfg.epoch_samples, side="right")))]
+        cuts = np.flatnonzero(np.diff(counts[: len(perm)] // cfg.batch_size)) + 1
+        total, seen = 0.0, 0
+        for block in np.split(perm, cuts):
+            flat, offsets = _bags(R, block)
+            lens = np.diff(np.append(offsets, len(flat)))
+            rep = torch.from_numpy(np.repeat(np.arange(len(block)), lens)).to(dev)
+            i = torch.from_numpy(flat).to(dev)
+            r = torch.from_numpy(R.data[np.repeat(R.indptr[block] - offsets, lens) + np.arange(len(flat))]).to(dev)
+            users = torch.from_numpy(block.astype(np.int64)).to(dev)
+            pred, u, bu, bi = net(users, i, torch.from_numpy(offsets).to(dev), rep, i)
+            mse = torch.mean((pred - r) ** 2)
+            reg = (cfg.reg * (net.P(u).pow(2).sum() + net.Q(i).pow(2).sum()
+                              + net.Y(i, torch.arange(len(i), device=dev)).pow(2).sum())
+                   + cfg.bias_reg * (bu.pow(2).sum() + bi.pow(2).sum())) / len(i)
+            opt.zero_grad()
+            (mse + reg).backward()
+            opt.step()
+            total += float(mse.detach()) * len(i)
+            seen += len(i)
+        params = _export(net, mu, r_min, r_max)
+        history["epoch"].append(epoch)
+        history["train_mse"].append(total / max(seen, 1))
+        v = float("nan")
+        if val is not None and len(val):
+            v = float(np.sqrt(np.mean((params.predict(vu, vi, X, item_text, user_text) - vr) ** 2)))
+            if v < best - 1e-6:
+                best, best_state, best_epoch, waited = v, params, epoch, 0
+            else:
+                waited += 1
+        history["val_rmse"].append(v)
+        if progress:
+            progress(epoch, history)
+        log.info("rating model epoch %d: train MSE %.4f, validation RMSE %.4f", epoch, history["train_mse"][-1], v)
+        if val is not None and len(val) and waited >= cfg.patience:
+            break
+    if best_state is None:
+        best_state, best_epoch = params, n_epochs
+    history["best_epoch"], history["best_val_rmse"] = best_epoch, best
+    return best_state, history
+
+
+def _export(net, mu, r_min, r_max) -> RatingParams:
+    import torch
+
+    with torch.no_grad():
+        f = lambda t: t.detach().float().cpu().numpy().copy()  # noqa: E731
+        return RatingParams(P=f(net.P.weight), Q=f(net.Q.weight), Y=f(net.Y.weight), W_item=f(net.W_item.weight.T),
+                            W_user=f(net.W_user.weight.T), W_hist=f(net.W_hist.weight.T), theta=f(net.theta),
+                            b_user=f(net.b_user.weight[:, 0]), b_item=f(net.b_item.weight[:, 0]),
+                            w_text_bias=f(net.text_bias.weight[0]), mu=float(mu), r_min=float(r_min), r_max=float(r_max))
+
+
+def select_rating_model(fit: pd.DataFrame, val: pd.DataFrame, *, cfg: RatingConfig, **kw) -> tuple[RatingConfig, dict]:
+    """The L2 strength of ``cfg.reg_grid`` and the epoch count with the best validation RMSE
+    (models fit on ``fit``). Returns (the chosen config, {reg: (best val RMSE, best epoch)})."""
+    import dataclasses
+
+    tried = {}
+    for reg in cfg.reg_grid:
+        _, hist = fit_rating_model(fit, val=val, cfg=dataclasses.replace(cfg, reg=reg), **kw)
+        tried[reg] = (hist["best_val_rmse"], hist["best_epoch"])
+        log.info("rating model reg %.3g: validation RMSE %.4f at epoch %d", reg, *tried[reg])
+    reg = min(tried, key=lambda r: tried[r][0])
+    return dataclasses.replace(cfg, reg=reg, epochs=tried[reg][1]), tried
