@@ -84,6 +84,8 @@ test-all: venv
 
 # Benchmarks (not tests): real data from ../shared/data; results in benchmarks/results/, summary in BENCHMARKS.md.
 bench: venv
+	$(BIN)/uv pip install -q --python $(BIN)/python -c constraints.txt -e '.[test,bench]'
+	$(BIN)/python benchmarks/ratings.py
 	$(BIN)/python benchmarks/quality.py
 	$(BIN)/python benchmarks/embedding.py
 	$(BIN)/python benchmarks/scoring.py

@@ -7,12 +7,13 @@ promoted version whose data ends by the end of D. A backfill of an old date is j
 champion of that date, and the model it promotes scores that date only: the global alias points
 at the newest promoted version and never moves back in time.
 
-Protocol (fair: neither model is judged on ratings it was trained on). Both are evaluated on the
-validation split of D (per-user random split of D's rating matrix, the train job's seed and
-ratio), ranking all items not in the user's training part, NDCG@10:
+Protocol (fair: neither model is judged on ratings it was trained on or selected on). Both are
+evaluated on the test part of D (``harness.protocol_split``: train's per-user fit / validation /
+test parts, its seed and shares), ranking all items not in the user's fit or validation part,
+NDCG@10:
 
-- the candidate by its validation-trained model (fit on the training part of that split);
-- the champion, if it was trained for the same date, by its validation-trained model (same split);
+- the candidate by its fit-part model (fit on the fit part, epochs and blend chosen on validation);
+- the champion, if it was trained for the same date, by its fit-part model (same parts);
   otherwise by its refit model, on the held-out ratings made after the champion's data cutoff
   (which it cannot have seen), and the candidate is scored on that same subset;
 - popularity on the same rows.
@@ -30,21 +31,23 @@ import datetime as dt
 import logging
 
 import numpy as np
+import pandas as pd
 
 from lmrec.core import schema as S
 from lmrec.core.settings import Settings
 
 log = logging.getLogger(__name__)
-MIN_USERS = 5  # fewer post-cutoff validation users than this: compare on the whole split
+MIN_USERS = 5  # fewer post-cutoff test users than this: compare on the whole test part
 
 
-def _ndcg(params, data, train, rows):
+def _ndcg(params, data, fit, seen, rows):
+    """NDCG@10 on ``rows`` of a model given the ``fit`` part as history; ``seen`` pairs excluded."""
     from lmrec.model.evaluation import ranking_metrics
     from lmrec.model.scorer import histories, make_score_fn
 
-    H, X = histories(train, data.n_users, data.n_items, rating_max=data.rating_max, recency_weight=params.recency_weight)
+    H, X = histories(fit, data.n_users, data.n_items, rating_max=data.rating_max, recency_weight=params.recency_weight)
     fn = make_score_fn(params, H, X, data.item_text, data.user_text, data.n_items)
-    return ranking_metrics(fn, train, rows, data.n_items, k=10)["ndcg_at_10"]
+    return ranking_metrics(fn, seen, rows, data.n_items, k=10)["ndcg_at_10"]
 
 
 def _fmt(x: float | None) -> str:
@@ -94,27 +97,28 @@ def judge(client, cfg: Settings, spark, run_date: dt.date, cand, champ) -> dict:
     with the decision. Returns the decision, the three NDCG@10 values and the reason."""
     from lmrec.model import registry as R
     from lmrec.model.baselines import fit_popularity
-    from lmrec.model.evaluation import random_split, ranking_metrics, sample_users
-    from lmrec.model.harness import scorer_config
+    from lmrec.model.evaluation import ranking_metrics, sample_users
+    from lmrec.model.harness import protocol_split, scorer_config
     from lmrec.model.training_data import load_training_data
 
     champ_date = R.run_date_of(champ)
     data = load_training_data(spark, cfg, run_date)
     sc = scorer_config(cfg)
-    train, val = random_split(data.ratings, sc.val_ratio, seed=sc.seed)
-    val = sample_users(val[val[S.COL_USER_IDX].isin(train[S.COL_USER_IDX])])
-    rows, champ_ndcg, protocol = val, None, "first version"
+    fit, val, test = protocol_split(data.ratings, sc)  # train's parts: the test part no selection saw
+    seen = pd.concat([fit, val])
+    test = sample_users(test)
+    rows, champ_ndcg, protocol = test, None, "first version"
     if champ is not None:
-        after = val[val[S.COL_EVENT_TS].to_numpy() >= np.datetime64(champ_date + dt.timedelta(days=1))]
+        after = test[test[S.COL_EVENT_TS].to_numpy() >= np.datetime64(champ_date + dt.timedelta(days=1))]
         if champ_date == run_date:
-            protocol, champ_params = "same date: validation-trained models on one split", R.load_params(champ.version, "val_params")
+            protocol, champ_params = "same date: fit-part models on one test part", R.load_params(champ.version, "val_params")
         elif after[S.COL_USER_IDX].nunique() >= MIN_USERS:
-            protocol, champ_params, rows = "champion refit model on ratings after its cutoff", R.load_params(champ.version), after
+            protocol, champ_params, rows = "champion refit model on test ratings after its cutoff", R.load_params(champ.version), after
         else:
-            protocol, champ_params = "too few ratings after the champion's cutoff: validation-trained models", R.load_params(champ.version, "val_params")
-        champ_ndcg = _ndcg(champ_params, data, train, rows)
-    cand_ndcg = _ndcg(R.load_params(cand.version, "val_params"), data, train, rows)
-    pop_ndcg = ranking_metrics(fit_popularity(train, data.n_users, data.n_items), train, rows, data.n_items, k=10)["ndcg_at_10"]
+            protocol, champ_params = "too few test ratings after the champion's cutoff: fit-part models", R.load_params(champ.version, "val_params")
+        champ_ndcg = _ndcg(champ_params, data, fit, seen, rows)
+    cand_ndcg = _ndcg(R.load_params(cand.version, "val_params"), data, fit, seen, rows)
+    pop_ndcg = ranking_metrics(fit_popularity(fit, data.n_users, data.n_items), seen, rows, data.n_items, k=10)["ndcg_at_10"]
     promote, reason = decide(cand_ndcg, champ_ndcg, pop_ndcg, cfg.gate_tolerance)
     decision = "promoted" if promote else "kept_champion"
     tags = {"gate.protocol": protocol, R.TAG_GATE_DATE: str(run_date), "gate.reason": reason,

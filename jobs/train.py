@@ -1,6 +1,8 @@
-"""train: fit the scorer on the rating matrix and text vectors of D, evaluate it against the
-baselines on a held-out validation split, log everything to MLflow, refit on all data up to D,
-and register the refit model as a new version of ``lmrec-scorer`` with alias ``candidate``."""
+"""train: fit the scorer (ranking) and the rating model on the rating matrix and text vectors of
+D, one protocol (``harness.protocol_split``): per-user fit / validation / test parts; every knob
+(epochs, blend, L2) is chosen on validation, the scorer and the baselines are reported on the test
+part with paired bootstrap intervals (MLflow); then both are refit on all data up to D and
+registered as a new version of ``lmrec-scorer`` with alias ``candidate``."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from lmrec.core import schema as S
 from lmrec.core.pit import cutoff, cutoff_iso
 from lmrec.core.settings import Settings
 from lmrec.model import registry as R
+from lmrec.model.evaluation import scalars
 from lmrec.model.harness import evaluate_all, plots, scorer_config
 from lmrec.model.policy import retrain_decision
 
@@ -72,9 +75,12 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
     ``shuffle_ratings`` trains on shuffled ratings (a broken model, for testing the gate)."""
     from mlflow.models import infer_signature
 
-    from lmrec.model.evaluation import random_split, sample_users
+    from lmrec.model.evaluation import sample_users
+    from lmrec.model.harness import protocol_split, rating_config
     from lmrec.model.pyfunc import LmrecScorer, save_state
+    from lmrec.model.rating import fit_rating_model, select_rating_model
     from lmrec.model.training_data import load_training_data
+    from lmrec.model.baselines import interactions
     from lmrec.model.scorer import fit_scorer
 
     policy = "always" if shuffle_ratings else (retrain or cfg.retrain)
@@ -95,22 +101,32 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         ratings = ratings.assign(**{S.COL_ITEM_IDX: rng.permutation(ratings[S.COL_ITEM_IDX].to_numpy()),
                                     S.COL_RATING: rng.permutation(ratings[S.COL_RATING].to_numpy())})
         ratings = ratings.drop_duplicates([S.COL_USER_IDX, S.COL_ITEM_IDX])
-    train, val = random_split(ratings, sc.val_ratio, seed=sc.seed)
-    val = val[val[S.COL_USER_IDX].isin(train[S.COL_USER_IDX])]
+    # One protocol: fit part fits, validation selects (epochs, blend, L2), the test part only
+    # reports (MLflow, `lmrec summary`) and gates; then a refit on every rating up to D.
+    fit, val, test = protocol_split(ratings, sc)
     fit_kw = dict(n_users=data.n_users, n_items=data.n_items, item_text=data.item_text, user_text=data.user_text,
                   rating_max=data.rating_max, cfg=sc)
+    rc = rating_config(cfg)
+    rating_kw = dict(n_users=data.n_users, n_items=data.n_items, item_text=data.item_text, user_text=data.user_text,
+                     r_min=float(ratings[S.COL_RATING].min()), r_max=data.rating_max)
     with mlflow.start_run(run_name=f"train-{run_date}") as run, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        mlflow.log_params(sc.params() | {"shuffle_ratings": shuffle_ratings})
+        mlflow.log_params(sc.params() | rc.params() | {"shuffle_ratings": shuffle_ratings})
         mlflow.set_tags({R.TAG_RUN_DATE: str(run_date), R.TAG_DATA_CUTOFF: cutoff_iso(run_date),
                          **{f"delta_version.{t}": str(v) for t, v in data.versions.items()}})
-        val_params, history = fit_scorer(train, val=val, **fit_kw)
-        results = evaluate_all(spark, data, train, sample_users(val), val_params, with_als=with_als, sc=sc)
+        val_params, history = fit_scorer(fit, val=val, **fit_kw)
+        rc, rating_tried, rating_fit = select_rating_model(fit, val, cfg=rc, **rating_kw)
+        X_fit = interactions(fit, data.n_users, data.n_items)
+        rating_fn = lambda u, i: rating_fit.predict(u, i, X_fit, data.item_text, data.user_text)  # noqa: E731
+        results = evaluate_all(spark, data, fit, sample_users(test), val_params, seen=pd.concat([fit, val]),
+                               rating=rating_fn, with_als=with_als, sc=sc)
         for name, m in results.items():
-            mlflow.log_metrics({f"{name}.{k}": float(v) for k, v in m.items() if not k.startswith("curve_")})
+            mlflow.log_metrics({f"{name}.{k}": v for k, v in scalars(m).items()})
         for e, loss, ndcg in zip(history["epoch"], history["loss"], history["val_ndcg_at_10"]):
             mlflow.log_metrics({"train.loss": loss, "train.val_ndcg_at_10": ndcg}, step=e)
-        table = pd.DataFrame({n: {k: v for k, v in m.items() if not k.startswith("curve_")} for n, m in results.items()}).T
+        mlflow.log_params({"rating.chosen_reg": rc.reg, "rating.chosen_epochs": rc.epochs})
+        mlflow.log_metrics({f"rating.val_rmse.reg_{reg}": v[0] for reg, v in rating_tried.items()})
+        table = pd.DataFrame({n: scalars(m) for n, m in results.items()}).T
         table.to_csv(tmp / "metrics.csv")
         mlflow.log_artifact(str(tmp / "metrics.csv"))
         for p in plots(results, history, tmp):
@@ -127,6 +143,8 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         else:
             params, _ = fit_scorer(ratings, epochs=history["best_epoch"], blend=history["blend"], **fit_kw)
         params.to_npz(tmp / "params.npz")
+        rating_params, _ = fit_rating_model(ratings, cfg=rc, epochs=rc.epochs, **rating_kw)
+        rating_params.to_npz(tmp / "rating.npz")
         save_state(tmp / "state.npz", data, ratings, sc.recency_weight)
         example = pd.DataFrame({S.COL_USER: data.user_ids[ratings[S.COL_USER_IDX].iloc[:3]].astype(str),
                                 S.COL_ITEM: data.item_ids[ratings[S.COL_ITEM_IDX].iloc[:3]].astype(str)})
@@ -134,11 +152,11 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         info = mlflow.pyfunc.log_model(
             name="model", python_model=LmrecScorer(), signature=signature,
             artifacts={"params": str(tmp / "params.npz"), "val_params": str(tmp / "val_params.npz"),
-                       "state": str(tmp / "state.npz")},
+                       "rating": str(tmp / "rating.npz"), "state": str(tmp / "state.npz")},
             pip_requirements=["numpy", "pandas", "scipy", "mlflow"])
         mv = mlflow.register_model(info.model_uri, S.MODEL_NAME)
         client = mlflow.MlflowClient()
-        val_ndcg = results["scorer"]["ndcg_at_10"]
+        val_ndcg = results["scorer"]["ndcg_at_10"]  # on the test part (the tag keeps its contract name)
         for key, value in {R.TAG_RUN_DATE: str(run_date), R.TAG_DATA_CUTOFF: cutoff_iso(run_date),
                            R.TAG_VAL_NDCG: f"{val_ndcg:.6f}", R.TAG_TRAIN_REASON: why, R.TAG_TEXT_MODEL: text_model,
                            "popularity_ndcg_at_10": f"{results['popularity']['ndcg_at_10']:.6f}",
@@ -149,7 +167,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
                  S.ALIAS_CANDIDATE, val_ndcg)
         return {"decision": "trained", "reason": why, "run_id": run.info.run_id, "version": str(mv.version),
                 "val_ndcg_at_10": val_ndcg,
-                "metrics": {n: {k: v for k, v in m.items() if not k.startswith("curve_")} for n, m in results.items()}}
+                "metrics": {n: scalars(m) for n, m in results.items()}}
 
 
 def main(argv: list[str] | None = None) -> None:

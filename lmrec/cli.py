@@ -107,7 +107,7 @@ def cmd_summary(args) -> None:
     print(f"\nTables under {cfg.warehouse} (rows for {args.date} where partitioned by run_date):")
     print_table([(n, c, p) for n, p, c in table_counts(cfg, spark, args.date)], ["table", "rows", "path"])
     version, rows = champion_summary(cfg)
-    print(f"\nChampion: {S.MODEL_NAME} version {version} (MLflow {cfg.mlflow_tracking_uri}); validation metrics:")
+    print(f"\nChampion: {S.MODEL_NAME} version {version} (MLflow {cfg.mlflow_tracking_uri}); test-part metrics (models fit on the fit part, knobs chosen on validation):")
     print_table(rows, ["model", "NDCG@10", "precision@10", "recall@10", "MAP@10"])
     recs = read_table(spark, cfg, S.RECOMMENDATIONS, args.date)
     users = [r[0] for r in recs.select(S.COL_USER).distinct().orderBy(S.COL_USER).limit(3).collect()]

@@ -2,7 +2,8 @@
 
 Contract (docs/ARCHITECTURE.md, MLflow): registered model ``lmrec-scorer``; ``predict`` takes a DataFrame with
 ``user_id`` and ``item_id`` and returns ``score`` (ranking score) and ``rating`` (predicted
-rating on the source's scale). Users and items with text but no ratings are scored from text.
+rating on the source's scale, from the rating model: :mod:`lmrec.model.rating`, clipped to the
+scale's minimum and maximum). Users and items with text but no ratings are scored from text.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from lmrec.core import schema as S
+from lmrec.model.rating import RatingParams
 from lmrec.model.scorer import ScorerParams, histories
 
 
@@ -44,6 +46,12 @@ class LmrecScorer(mlflow.pyfunc.PythonModel):
         return ScorerParams.from_npz(self._artifacts["val_params"])
 
     @functools.cached_property
+    def rating_params(self) -> RatingParams | None:
+        """The rating model (versions trained before it existed rate with the scorer's head)."""
+        path = self._artifacts.get("rating")
+        return RatingParams.from_npz(path) if path else None
+
+    @functools.cached_property
     def _state(self) -> dict:
         z = np.load(self._artifacts["state"], allow_pickle=False)
         shape = tuple(z["shape"])
@@ -69,7 +77,11 @@ class LmrecScorer(mlflow.pyfunc.PythonModel):
             dot = (U * I).sum(1)
             ease = p.ease_scores(st["X"][uu], st["X"].shape[1])[np.arange(len(ii)), ii]
             score[ok] = p.alpha * (dot + beta) + ease
-            rating[ok] = np.clip(p.mu + bu + bi + dot, 0, p.rating_max)
+            rp = self.rating_params
+            if rp is not None:
+                rating[ok] = rp.predict(uu, ii, st["X"], st["item_text"], st["user_text"])
+            else:
+                rating[ok] = np.clip(p.mu + bu + bi + dot, 0, p.rating_max)
         return pd.DataFrame({S.COL_SCORE: score, S.COL_RATING: rating})
 
 

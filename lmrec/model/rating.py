@@ -47,6 +47,8 @@ class RatingConfig:
     epoch_samples: int = 4_000_000  # an epoch visits at most this many (seeded, shuffled) ratings
     seed: int = S.SEED
     device: str = "cpu"
+    threads: int = 1  # torch CPU threads while training: the steps are small, and two threads on
+    # cores a Spark JVM also uses ran an ml-latest-small epoch in 55 s instead of 0.9 s (spin-waits)
 
     def params(self) -> dict:
         return {f"rating.{k}": (str(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -135,6 +137,18 @@ def fit_rating_model(train: pd.DataFrame, *, n_users: int, n_items: int, item_te
     """Fit on ``train`` (user_idx, item_idx, rating). With ``val``: early stopping on validation
     RMSE (best epoch kept); without: exactly ``epochs`` epochs (a refit with the chosen count).
     Returns (params, history) with per-epoch train MSE and validation RMSE, and ``best_epoch``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _fit(train, n_users=n_users, n_items=n_items, item_text=item_text, user_text=user_text,
+                    r_min=r_min, r_max=r_max, cfg=cfg, val=val, epochs=epochs, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(train, *, n_users, n_items, item_text, user_text, r_min, r_max, cfg, val, epochs, progress):
     import torch
     from torch import nn
 
@@ -257,15 +271,19 @@ def _export(net, mu, r_min, r_max) -> RatingParams:
                             w_text_bias=f(net.text_bias.weight[0]), mu=float(mu), r_min=float(r_min), r_max=float(r_max))
 
 
-def select_rating_model(fit: pd.DataFrame, val: pd.DataFrame, *, cfg: RatingConfig, **kw) -> tuple[RatingConfig, dict]:
+def select_rating_model(fit: pd.DataFrame, val: pd.DataFrame, *, cfg: RatingConfig,
+                        **kw) -> tuple[RatingConfig, dict, RatingParams]:
     """The L2 strength of ``cfg.reg_grid`` and the epoch count with the best validation RMSE
-    (models fit on ``fit``). Returns (the chosen config, {reg: (best val RMSE, best epoch)})."""
+    (models fit on ``fit``). Returns (the chosen config, {reg: (best val RMSE, best epoch)}, the
+    chosen model as fit on ``fit``)."""
     import dataclasses
 
-    tried = {}
+    tried, best = {}, None
     for reg in cfg.reg_grid:
-        _, hist = fit_rating_model(fit, val=val, cfg=dataclasses.replace(cfg, reg=reg), **kw)
+        params, hist = fit_rating_model(fit, val=val, cfg=dataclasses.replace(cfg, reg=reg), **kw)
         tried[reg] = (hist["best_val_rmse"], hist["best_epoch"])
         log.info("rating model reg %.3g: validation RMSE %.4f at epoch %d", reg, *tried[reg])
-    reg = min(tried, key=lambda r: tried[r][0])
-    return dataclasses.replace(cfg, reg=reg, epochs=tried[reg][1]), tried
+        if best is None or tried[reg][0] < tried[best[0]][0]:
+            best = (reg, params)
+    reg = best[0]
+    return dataclasses.replace(cfg, reg=reg, epochs=tried[reg][1]), tried, best[1]

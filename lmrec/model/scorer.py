@@ -50,7 +50,9 @@ class ScorerConfig:
     ease_lambda: float = EASE_LAMBDA  # EASE L2 regularisation λ
     ease_max_items: int = 20_000  # EASE over at most this many (most popular) items
     recency_weight: float = 0.5  # extra history weight of a user's most recent item (0 = none)
-    val_ratio: float = 0.8  # per-user random split of D's ratings: this share fits, the rest validates
+    fit_fraction: float = 0.7  # per-user random parts of D's ratings: this share fits the models,
+    val_fraction: float = 0.1  # this share selects (epochs, blend, L2); the rest (20%) is the test part that
+    # reports and gates (with 10%, a 100-user night let a model trained on shuffled ratings tie the champion)
     blend_grid: tuple = BLEND_GRID  # (α, γ) candidates for the neural/EASE blend, chosen on validation
     als_rank: int = 32  # Spark ALS baselines: rank
     als_max_iter: int = 10  # Spark ALS baselines: iterations

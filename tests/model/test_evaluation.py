@@ -77,3 +77,29 @@ def test_splits():
     assert (tr.groupby(S.COL_USER_IDX)[S.COL_EVENT_TS].max().values < te.groupby(S.COL_USER_IDX)[S.COL_EVENT_TS].min().values).all()
     tr, te, cold = E.cold_item_split(df, 0.2, seed=3)
     assert len(cold) == 10 and not set(tr[S.COL_ITEM_IDX]) & set(cold) and set(te[S.COL_ITEM_IDX]) <= set(cold)
+
+
+def test_three_way_split_partitions_each_user():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({S.COL_USER_IDX: np.repeat(np.arange(50), 20), S.COL_ITEM_IDX: np.tile(np.arange(20), 50),
+                       S.COL_RATING: rng.integers(1, 6, 1000).astype(float)})
+    fit, val, test = E.three_way_split(df, 0.7, 0.1, seed=3)
+    assert len(fit) + len(val) + len(test) == len(df)
+    assert set(fit.index).isdisjoint(val.index) and set(fit.index).isdisjoint(test.index) and set(val.index).isdisjoint(test.index)
+    assert (fit.groupby(S.COL_USER_IDX).size() == 14).all() and (val.groupby(S.COL_USER_IDX).size() == 2).all()
+    again = E.three_way_split(df, 0.7, 0.1, seed=3)
+    pd.testing.assert_frame_equal(again[2], test)
+
+
+def test_paired_bootstrap_interval():
+    rng = np.random.default_rng(1)
+    b = rng.random(400)
+    same = E.paired_bootstrap(b, b.copy())
+    assert same == {"diff": 0.0, "lo": 0.0, "hi": 0.0}
+    better = E.paired_bootstrap(b + 0.05 + rng.normal(0, 0.01, 400), b)
+    assert better["lo"] > 0.03 and better["hi"] < 0.07 and better["lo"] < better["diff"] < better["hi"]
+    noisy = E.paired_bootstrap(b + rng.normal(0, 0.3, 400), b)
+    assert noisy["lo"] < 0 < noisy["hi"]
+    err = (rng.random(300) * 2) ** 2
+    r = E.paired_bootstrap(err * 0.81, err, stat=E.rmse_stat)  # every error 10% smaller
+    assert r["hi"] < 0 and abs(r["diff"] - (E.rmse_stat(err * 0.81) - E.rmse_stat(err))) < 1e-12

@@ -33,7 +33,7 @@ def _kw(T, nU, nI):
 def test_beats_biases_on_a_test_part_and_stays_on_the_scale(demo):
     df, T, nU, nI = demo
     fit, val, test = three_way_split(df, 0.8, 0.1, seed=1)
-    cfg, tried = select_rating_model(fit, val, cfg=RatingConfig(dim=16, epochs=40, reg_grid=(0.03, 0.3)), **_kw(T, nU, nI))
+    cfg, tried, _ = select_rating_model(fit, val, cfg=RatingConfig(dim=16, epochs=40, reg_grid=(0.03, 0.3)), **_kw(T, nU, nI))
     assert set(tried) == {0.03, 0.3} and cfg.reg in tried and 1 <= cfg.epochs <= 40
     full = pd.concat([fit, val])
     params, _ = fit_rating_model(full, cfg=cfg, epochs=cfg.epochs, **_kw(T, nU, nI))
