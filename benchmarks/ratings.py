@@ -1,8 +1,8 @@
 """Rating prediction on a test part no selection saw: lmrec's rating model against tuned peers,
 with paired bootstrap intervals, on ml-latest-small and Amazon Musical Instruments (5-core).
 
-Protocol (one for every model): per-user random fit / validation / test parts 80/10/10
-(``three_way_split``, seed 42). Each model is fit on the fit part for every point of its grid and
+Protocol (one for every model, the train job's): per-user random fit / validation / test parts
+70/10/20 (``ScorerConfig.fit_fraction``/``val_fraction``, ``three_way_split``, seed 42). Each model is fit on the fit part for every point of its grid and
 picks its knobs (epochs, rank, λ, factors) by validation RMSE; it is then refit on fit + validation
 with those knobs and measured once on test. Profile texts follow the same parts
 (``lmrec.text.profiles``): while selecting, only texts about fit pairs; for the final fit, texts
@@ -35,6 +35,7 @@ from lmrec.core import schema as S  # noqa: E402
 from lmrec.model import baselines as B  # noqa: E402
 from lmrec.model.evaluation import paired_bootstrap, rmse_stat, three_way_split  # noqa: E402
 from lmrec.model.rating import RatingConfig, fit_rating_model, select_rating_model  # noqa: E402
+from lmrec.model.scorer import ScorerConfig  # noqa: E402
 
 log = logging.getLogger("bench.ratings")
 SCALE = (0.5, 5.0)
@@ -121,7 +122,8 @@ def als_model(spark, part, n_users, n_items, *, rank, reg, bias):
 def run(name: str, spark, encoder) -> str:
     r, items, ut, users, item_ids = load(name)
     nU, nI = len(users), len(item_ids)
-    fit, val, test = three_way_split(r, 0.8, 0.1, seed=S.SEED)
+    sc = ScorerConfig()
+    fit, val, test = three_way_split(r, sc.fit_fraction, sc.val_fraction, seed=sc.seed)
     full = pd.concat([fit, val])
     y_val, y_test = val[S.COL_RATING].to_numpy(), test[S.COL_RATING].to_numpy()
     vu, vi, tu, ti = (x.to_numpy() for x in (val[S.COL_USER_IDX], val[S.COL_ITEM_IDX], test[S.COL_USER_IDX], test[S.COL_ITEM_IDX]))
