@@ -41,14 +41,16 @@ def random_split(df: pd.DataFrame, ratio: float = 0.75, *, seed: int = S.SEED, c
     return df[in_train].copy(), df[~in_train].copy()
 
 
-def three_way_split(df: pd.DataFrame, fit: float = 0.8, val: float = 0.1, *, seed: int = S.SEED,
-                    col_user: str = S.COL_USER_IDX):
+def three_way_split(df: pd.DataFrame, fit: float = 0.7, val: float = 0.1, *, seed: int = S.SEED,
+                    col_user: str = S.COL_USER_IDX, col_item: str = S.COL_ITEM_IDX):
     """Per-user random fit / validation / test parts (the protocol of train, gate and the
     benchmarks): ``fit`` of each user's rows fit the models, ``val`` select every knob (epochs,
     blend, λ, rank, k), the rest only reports and gates. A user's first row always fits; users
-    with few rows may have no validation or test rows."""
-    rng = np.random.default_rng(seed)
-    rank = pd.Series(rng.random(len(df)), index=df.index).groupby(df[col_user]).rank(method="first")
+    with few rows may have no validation or test rows. A row's part depends on its (user, item) and
+    the seed only, never on the row order: train and gate, which read the same ratings at different
+    times, get the same parts."""
+    key = pd.util.hash_pandas_object(df[[col_user, col_item]], index=False, hash_key=f"lmrec{seed:012d}"[:16])
+    rank = pd.Series(key.to_numpy(), index=df.index).groupby(df[col_user]).rank(method="first")
     size = df.groupby(col_user)[col_user].transform("size")
     n_fit = np.maximum(1, np.round(size * fit))
     n_val = np.round(size * (fit + val)) - np.round(size * fit)

@@ -103,3 +103,14 @@ def test_paired_bootstrap_interval():
     err = (rng.random(300) * 2) ** 2
     r = E.paired_bootstrap(err * 0.81, err, stat=E.rmse_stat)  # every error 10% smaller
     assert r["hi"] < 0 and abs(r["diff"] - (E.rmse_stat(err * 0.81) - E.rmse_stat(err))) < 1e-12
+
+
+def test_three_way_split_ignores_row_order():
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({S.COL_USER_IDX: np.repeat(np.arange(30), 10), S.COL_ITEM_IDX: rng.integers(0, 1000, 300),
+                       S.COL_RATING: 3.0}).drop_duplicates([S.COL_USER_IDX, S.COL_ITEM_IDX])
+    a = E.three_way_split(df, 0.7, 0.1)
+    b = E.three_way_split(df.sample(frac=1.0, random_state=5).reset_index(drop=True), 0.7, 0.1)
+    for x, y in zip(a, b):
+        key = [S.COL_USER_IDX, S.COL_ITEM_IDX]
+        assert sorted(map(tuple, x[key].to_numpy())) == sorted(map(tuple, y[key].to_numpy()))
