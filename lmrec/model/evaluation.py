@@ -49,8 +49,11 @@ def three_way_split(df: pd.DataFrame, fit: float = 0.7, val: float = 0.1, *, see
     with few rows may have no validation or test rows. A row's part depends on its (user, item) and
     the seed only, never on the row order: train and gate, which read the same ratings at different
     times, get the same parts."""
-    key = pd.util.hash_pandas_object(df[[col_user, col_item]], index=False, hash_key=f"lmrec{seed:012d}"[:16])
-    rank = pd.Series(key.to_numpy(), index=df.index).groupby(df[col_user]).rank(method="first")
+    # pandas' hash key applies to strings only: the seed is mixed into the numeric pair hashes.
+    pair = pd.util.hash_pandas_object(df[[col_user, col_item]], index=False).to_numpy(np.uint64)
+    mixed = pd.util.hash_array(pair ^ np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)) >> np.uint64(11)
+    key = pd.Series(mixed, index=df.index)  # 53 bits: exact as the float64 that rank() compares
+    rank = key.groupby(df[col_user]).rank(method="first")
     size = df.groupby(col_user)[col_user].transform("size")
     n_fit = np.maximum(1, np.round(size * fit))
     n_val = np.round(size * (fit + val)) - np.round(size * fit)

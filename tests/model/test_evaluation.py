@@ -114,3 +114,9 @@ def test_three_way_split_ignores_row_order():
     for x, y in zip(a, b):
         key = [S.COL_USER_IDX, S.COL_ITEM_IDX]
         assert sorted(map(tuple, x[key].to_numpy())) == sorted(map(tuple, y[key].to_numpy()))
+
+
+def test_three_way_split_depends_on_the_whole_seed():
+    df = pd.DataFrame({S.COL_USER_IDX: np.repeat(np.arange(20), 10), S.COL_ITEM_IDX: np.tile(np.arange(10), 20)})
+    tests = {seed: set(E.three_way_split(df, 0.7, 0.1, seed=seed)[2].index) for seed in (42, 43, 52)}
+    assert len({frozenset(t) for t in tests.values()}) == 3
