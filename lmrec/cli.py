@@ -70,16 +70,23 @@ def cmd_demo(args) -> None:
 
 
 def cmd_query(args) -> None:
-    from lmrec.core.io import register_tables
-    from lmrec.core.spark import get_spark
+    from lmrec.query import run_query
 
-    cfg = Settings.from_env()
-    spark = get_spark(cfg, app_name="lmrec-query")
-    register_tables(spark, cfg)
-    spark.sql(f"USE {cfg.database}")
-    df = spark.sql(args.sql)
-    rows = df.limit(args.limit).collect()
-    print_table([tuple(r) for r in rows], df.columns)
+    limit = args.limit if args.limit is not None else (50 if args.format == "table" else None)
+    columns, rows = run_query(args.sql, engine=args.engine, limit=limit)
+    if args.format == "csv":
+        import csv
+
+        out = csv.writer(sys.stdout)
+        out.writerow(columns)
+        out.writerows(rows)
+    elif args.format == "json":
+        import json
+
+        json.dump([dict(zip(columns, r)) for r in rows], sys.stdout, default=str, indent=1)
+        print()
+    else:
+        print_table(rows, columns)
 
 
 def cmd_recs(args) -> None:
@@ -172,11 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--format", choices=["csv", "parquet"], default=None, help="default: csv, parquet above 2M ratings")
     d.set_defaults(fn=cmd_demo)
 
-    q = sub.add_parser("query", help="run Spark SQL over the lmrec tables and print a table", description=(
-        "Run Spark SQL with every table registered in the lmrec database (LMREC_DATABASE), e.g. "
-        "lmrec query \"SELECT run_date, count(*) FROM recommendations GROUP BY run_date\""))
-    q.add_argument("sql")
-    q.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
+    q = sub.add_parser("query", help="read the lmrec tables with SQL (read-only; DuckDB, no JVM)", description=(
+        "Run one read-only statement (SELECT, WITH, SHOW, DESCRIBE) over the lmrec tables by name, e.g. "
+        "lmrec query \"SELECT run_date, count(*) FROM recommendations GROUP BY run_date\". Anything else "
+        "(DELETE, INSERT, COPY, tables given by path, table functions) is refused with exit status 1 and "
+        "changes nothing. The raw user text is not exposed; quarantine is shown without raw_record."))
+    q.add_argument("sql", help="the statement")
+    q.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb",
+                   help="duckdb: delta-rs + DuckDB, starts no JVM (default); spark: Spark SQL")
+    q.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format (default table)")
+    q.add_argument("--limit", type=int, default=None, help="rows at most (default: 50 for table, all for csv/json)")
     q.set_defaults(fn=cmd_query)
     r = sub.add_parser("recs", help="print a user's recommendations with titles and reasons")
     r.add_argument("user_id")
