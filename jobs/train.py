@@ -73,11 +73,10 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
     and validation metrics. Under the ``auto`` policy (``retrain`` or LMREC_RETRAIN) a fresh
     champion is kept instead and the result says ``decision: skipped`` and why.
     ``shuffle_ratings`` trains on shuffled ratings (a broken model, for testing the gate)."""
-    from mlflow.models import infer_signature
 
     from lmrec.model.evaluation import sample_users
     from lmrec.model.harness import protocol_split, rating_config
-    from lmrec.model.pyfunc import LmrecScorer, save_state
+    from lmrec.model.pyfunc import log_model, save_state
     from lmrec.model.rating import fit_rating_model, select_rating_model
     from lmrec.model.training_data import load_training_data
     from lmrec.model.baselines import interactions
@@ -148,12 +147,8 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         save_state(tmp / "state.npz", data, ratings, sc.recency_weight)
         example = pd.DataFrame({S.COL_USER: data.user_ids[ratings[S.COL_USER_IDX].iloc[:3]].astype(str),
                                 S.COL_ITEM: data.item_ids[ratings[S.COL_ITEM_IDX].iloc[:3]].astype(str)})
-        signature = infer_signature(example, pd.DataFrame({S.COL_SCORE: [0.0], S.COL_RATING: [0.0]}))
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=LmrecScorer(), signature=signature,
-            artifacts={"params": str(tmp / "params.npz"), "val_params": str(tmp / "val_params.npz"),
-                       "rating": str(tmp / "rating.npz"), "state": str(tmp / "state.npz")},
-            pip_requirements=["numpy", "pandas", "scipy", "mlflow"])
+        info = log_model({"params": str(tmp / "params.npz"), "val_params": str(tmp / "val_params.npz"),
+                          "rating": str(tmp / "rating.npz"), "state": str(tmp / "state.npz")}, example)
         mv = mlflow.register_model(info.model_uri, S.MODEL_NAME)
         client = mlflow.MlflowClient()
         val_ndcg = results["scorer"]["ndcg_at_10"]  # on the test part (the tag keeps its contract name)

@@ -9,6 +9,8 @@ scale's minimum and maximum). Users and items with text but no ratings are score
 from __future__ import annotations
 
 import functools
+from importlib.metadata import version
+from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
@@ -27,6 +29,32 @@ def save_state(path, data, ratings: pd.DataFrame, recency_weight: float) -> None
                         item_text=data.item_text, user_text=data.user_text,
                         H_data=H.data, H_indices=H.indices, H_indptr=H.indptr,
                         X_indices=X.indices, X_indptr=X.indptr, shape=np.array(H.shape))
+
+
+# What predict imports (torch only trains): pinned to the versions that trained the model.
+REQUIREMENTS = ("mlflow", "numpy", "pandas", "scipy", "pyarrow")
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
+
+
+def log_model(artifacts: dict[str, str], input_example: pd.DataFrame):
+    """Log the scorer to the active run as a self-contained pyfunc.
+
+    Models from code (:mod:`lmrec.model.pyfunc_model`, no pickle), the ``lmrec`` package as
+    ``code_paths``, pinned requirements, a signature and an input example (MLflow predicts it once
+    while logging, a smoke test of the logged model).
+
+    Returns:
+        mlflow.models.model.ModelInfo of the logged model.
+    """
+    from mlflow.models import infer_signature
+
+    import lmrec
+
+    signature = infer_signature(input_example, pd.DataFrame({S.COL_SCORE: [0.0], S.COL_RATING: [0.0]}))
+    return mlflow.pyfunc.log_model(
+        name="model", python_model=str(MODEL_CODE), artifacts=artifacts, signature=signature,
+        input_example=input_example, code_paths=[str(Path(lmrec.__file__).parent)],
+        pip_requirements=[f"{name}=={version(name)}" for name in REQUIREMENTS])
 
 
 class LmrecScorer(mlflow.pyfunc.PythonModel):

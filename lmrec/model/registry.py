@@ -30,7 +30,11 @@ def setup_mlflow(cfg: Settings):
     Path(cfg.home).mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(cfg.mlflow_tracking_uri)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        mlflow.create_experiment(EXPERIMENT, artifact_location=Path(cfg.mlflow_artifacts).resolve().as_uri())
+        # A tracking server stores artifacts where it is told (--serve-artifacts: its
+        # --artifacts-destination); a local store (SQLite) keeps them under LMREC_HOME.
+        remote = cfg.mlflow_tracking_uri.startswith(("http://", "https://"))
+        mlflow.create_experiment(EXPERIMENT, artifact_location=None if remote
+                                 else Path(cfg.mlflow_artifacts).resolve().as_uri())
     mlflow.set_experiment(EXPERIMENT)
     return mlflow
 

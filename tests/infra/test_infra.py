@@ -252,3 +252,62 @@ def test_registry_drives_the_cli_and_names_real_modules():
     job_cmd = sub.choices["job"]
     name_arg = next(a for a in job_cmd._actions if a.dest == "name")
     assert tuple(name_arg.choices) == pipeline.JOB_NAMES
+
+
+def _k8s_mlflow_container() -> dict:
+    deploy = next(d for _, d in _manifests() if d["kind"] == "Deployment" and d["metadata"]["name"] == "lmrec-mlflow")
+    return deploy["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_mlflow_server_runs_with_the_tested_flags_everywhere():
+    """Compose and Kubernetes start the server with the flags tests/infra/test_production.py runs
+    (read from the compose file) and set the same environment (S3's endpoint aside: MinIO only)."""
+    mlflow = _compose()["services"]["mlflow"]
+    k8s = _k8s_mlflow_container()
+    assert mlflow["command"] == k8s["args"]
+    assert {"--serve-artifacts", "--app-name=basic-auth"} <= set(mlflow["command"])
+    assert set(mlflow["environment"]) - {"MLFLOW_S3_ENDPOINT_URL"} == {e["name"] for e in k8s["env"]}
+    assert {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION", "MLFLOW_SERVER_ALLOWED_HOSTS",
+            "MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"} <= set(mlflow["environment"])
+    hosts = {e["name"]: e.get("value", "") for e in k8s["env"]}["MLFLOW_SERVER_ALLOWED_HOSTS"]
+    assert "lmrec-mlflow.lmrec.svc:5000" in hosts.split(",")  # the URI the jobs use (lmrec-env ConfigMap)
+    assert "${MLFLOW_ALLOWED_HOSTS}" == mlflow["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"]
+    # The jobs log in: the tracking credentials reach every lmrec container of the stack.
+    env = _compose()["x-lmrec-env"]
+    assert env["MLFLOW_TRACKING_USERNAME"].startswith("${") and env["MLFLOW_TRACKING_PASSWORD"].startswith("${")
+    values = yaml.safe_load((INFRA / "k8s" / "airflow-values.yaml").read_text())
+    assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= {s["envName"] for s in values["secret"]}
+
+
+SECRET_KEY = re.compile(r"PASSWORD|SECRET|_KEY$|TOKEN", re.I)
+
+
+def test_credentials_come_only_from_the_environment_or_secrets():
+    c = _compose()
+
+    def walk(obj, path=""):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                yield from walk(v, f"{path}.{k}")
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                yield from walk(v, f"{path}[{i}]")
+        else:
+            yield path, str(obj)
+
+    for path, value in walk(c):
+        key = path.rsplit(".", 1)[-1]
+        if SECRET_KEY.search(key) and not key.endswith(("_FILE", "]")):
+            assert re.fullmatch(r"\$\{\w+\}|/run/secrets/\w+", value), f"docker-compose.yml{path} is a literal credential"
+        if "://" in value and "@" in value:  # a URI with credentials: the password is a variable
+            assert re.search(r"://\w+:\$\{\w+\}@", value), f"docker-compose.yml{path}: {value.split('@')[0]}@..."
+    assert "SIMPLE_AUTH_MANAGER_ALL_ADMINS" not in json.dumps(c)  # real users and roles, not everyone admin
+    for path in [*(INFRA / "k8s").glob("*.yaml"), *(INFRA / "postgres").iterdir(), INFRA / "mlflow" / "basic_auth.ini"]:
+        if path.name == "secrets.example.yaml":
+            continue
+        text = path.read_text()
+        # an SQL password literal, or a YAML/ini key named like a password with a literal value
+        literal = re.search(r"PASSWORD\s+'[^']*'|^\s*[\w-]*password(?!s?_file)[\w-]*\s*[:=]\s*(?![\s$]|\{)\S+", text, flags=re.I | re.M)
+        assert not literal, f"{path.name}: {literal.group(0).split(':')[0].split('=')[0]} holds a literal"
+    example = (INFRA / "k8s" / "secrets.example.yaml").read_text()
+    assert "CHANGE-ME" in example  # placeholders only

@@ -142,6 +142,44 @@ def test_pyfunc_matches_in_memory_model(spark, pipeline):
     np.testing.assert_allclose(out[S.COL_SCORE].to_numpy(), expect, rtol=1e-4, atol=1e-5)
 
 
+LOAD_OUTSIDE = """
+import json, sys
+import mlflow.pyfunc, pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+import lmrec
+out = model.predict(pd.DataFrame(json.loads(sys.argv[2])))
+print(json.dumps({"lmrec": lmrec.__file__, "score": out["score"].tolist(), "rating": out["rating"].tolist()}))
+"""
+
+
+def test_registered_model_loads_outside_the_repository(spark, pipeline, tmp_path):
+    """A fresh process that cannot import this checkout's lmrec (no site .pth files, so no editable
+    install; cwd elsewhere) loads the champion from the registry and predicts what this process does."""
+    import json
+    import subprocess
+    import sys
+    import sysconfig
+
+    import mlflow.pyfunc
+
+    uri = f"models:/{S.MODEL_NAME}@{S.ALIAS_CHAMPION}"
+    rows = {S.COL_USER: ["u000001", "textonly"], S.COL_ITEM: ["i000003", "cold1"]}
+    here = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame(rows))
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": sysconfig.get_paths()["purelib"],
+           "MLFLOW_TRACKING_URI": pipeline.mlflow_tracking_uri, "HOME": str(tmp_path)}
+    blocked = subprocess.run([sys.executable, "-S", "-c", "import lmrec"], env=env, cwd=tmp_path, capture_output=True)
+    assert blocked.returncode != 0  # the check below is meaningful: lmrec is not importable there
+    proc = subprocess.run([sys.executable, "-S", "-c", LOAD_OUTSIDE, uri, json.dumps(rows)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "/code/lmrec/" in out["lmrec"]  # the package that travelled with the model
+    np.testing.assert_allclose(out["score"], here[S.COL_SCORE], rtol=1e-6)
+    np.testing.assert_allclose(out["rating"], here[S.COL_RATING], rtol=1e-6)
+    meta = mlflow.models.get_model_info(uri)
+    assert meta.saved_input_example_info is not None and meta.signature is not None
+
+
 def test_failed_validation_publishes_nothing(spark, pipeline):
     from pyspark.sql import functions as F
 
