@@ -61,7 +61,7 @@ def read_source(spark, path: str, fmt: str, stem: str):
     else:
         df = spark.read.parquet(path)
         df = df.select(*[F.col(c).cast("string").alias(c) for c in header]).withColumn(CORRUPT, F.lit(None).cast("string"))
-    df = df.withColumn(ORDER, F.monotonically_increasing_id())
+    df = _with_line_numbers(df.withColumn(ORDER, F.monotonically_increasing_id()), header, fmt)
     raw_json = F.to_json(F.struct(*[F.col(c) for c in header]))
     df = df.withColumn(RAW, F.coalesce(F.col(CORRUPT), raw_json))
     for c in optional:
@@ -70,6 +70,36 @@ def read_source(spark, path: str, fmt: str, stem: str):
     extras = [c for c in header if c not in required and c not in optional]
     attrs = F.to_json(F.create_map(*[x for c in extras for x in (F.lit(c), F.col(c))])) if extras else F.lit(None)
     return df.withColumn(S.COL_ATTRIBUTES, attrs.cast("string"))
+
+
+def _with_line_numbers(df, header: list[str], fmt: str):
+    """Add ``line``: where each record starts in its file. CSV: the line number (the header is
+    line 1; newlines inside quoted fields count, so a record after a multi-line review gets its
+    real line). Parquet: the 1-based row number.
+
+    ``_order`` (monotonically_increasing_id) is the partition index in its upper bits and the
+    row within the partition in the lower 33; the partitions' row counts (one small job) turn it
+    into the row's position in the file. A multi-line CSV is one partition (not splittable), so
+    the running count of embedded newlines is a window over that one partition.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    part = F.shiftright(F.col(ORDER), 33)
+    counts = sorted(tuple(r) for r in df.groupBy(part.alias("p")).count().collect())
+    starts, total = [], 0
+    for p, n in counts:
+        starts += [F.lit(p), F.lit(total)]
+        total += n
+    offset = F.element_at(F.create_map(*starts), part) if starts else F.lit(0)
+    row = offset + F.col(ORDER).bitwiseAND((1 << 33) - 1)  # 0-based record index in the file
+    if fmt != "csv":
+        return df.withColumn(S.COL_LINE, (row + 1).cast("long"))
+    newlines = sum(F.coalesce(F.size(F.split(F.col(c), "\n")) - 1, F.lit(0)) for c in header)
+    # A malformed line holds its text in _corrupt_record only (its fields may be partly parsed).
+    extra = F.when(F.col(CORRUPT).isNotNull(), F.size(F.split(F.col(CORRUPT), "\n")) - 1).otherwise(newlines)
+    before = F.sum(extra).over(Window.orderBy(ORDER).rowsBetween(Window.unboundedPreceding, -1))
+    return df.withColumn(S.COL_LINE, (row + 2 + F.coalesce(before, F.lit(0))).cast("long"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +222,7 @@ def split(validated, stem: str, source_file: str):
         accepted = accepted.withColumn(S.COL_TITLE, F.coalesce(F.col(S.COL_TITLE), F.lit("")))
     rejected = validated.where(F.col(S.COL_REASON).isNotNull()).select(
         F.lit(source_file).alias(S.COL_SOURCE_FILE), S.COL_REASON,
-        F.col(RAW).alias(S.COL_RAW_RECORD), F.col(ORDER).alias(S.COL_LINE))
+        F.col(RAW).alias(S.COL_RAW_RECORD), S.COL_LINE)
     return accepted, rejected
 
 

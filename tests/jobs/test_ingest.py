@@ -48,6 +48,7 @@ def bad_source(tmp_path_factory):
     long_text = "x" * 200
     text = ("user_id,item_id,text,timestamp\n"
             f"u1,i1,{SECRET},1719532800\n"
+            'u3,i2,"a review over\ntwo lines",1719532800\n'  # one record, lines 3-4
             f"u2,i3,{long_text},1719532800\n").encode() + b"u2,i3,bad \xff\xfe bytes,1719532800\n"
     write_csv(src / "user_text.csv", text)
     return src
@@ -80,13 +81,30 @@ def test_each_reason_is_quarantined(ingested, stem, reason, raw_fragment):
     assert raw_fragment in rows.iloc[0][S.COL_RAW_RECORD]
 
 
+@pytest.mark.parametrize("stem,reason,line", [
+    ("items", S.REASON_MISSING_ID, 5),
+    ("ratings", S.REASON_MISSING_ID, 6),
+    ("ratings", S.REASON_DUPLICATE, 10),  # the second of two equal lines
+    ("ratings", S.REASON_MALFORMED, 12),
+    ("user_text", S.REASON_TEXT_TOO_LONG, 5),  # after a record that spans two lines
+    ("user_text", S.REASON_INVALID_UTF8, 6),
+])
+def test_quarantine_line_is_the_line_in_the_source_file(ingested, bad_source, stem, reason, line):
+    _, _, q = ingested
+    row = q[(q[S.COL_REASON] == reason) & q[S.COL_SOURCE_FILE].str.endswith(f"{stem}.csv")].iloc[0]
+    assert row[S.COL_LINE] == line
+    text = (bad_source / f"{stem}.csv").read_bytes().decode("utf-8", errors="replace").split("\n")
+    if reason != S.REASON_INVALID_UTF8:
+        assert text[line - 1].split(",")[0] in row[S.COL_RAW_RECORD]
+
+
 def test_counts_reconcile(ingested, spark):
     cfg, counts, q = ingested
     by_file = {c.source_file.rsplit("/", 1)[1]: c for c in counts}
     assert all(c.reconciles for c in counts)
     assert (by_file["ratings.csv"].rows_in, by_file["ratings.csv"].accepted) == (11, 4)
     assert (by_file["items.csv"].rows_in, by_file["items.csv"].accepted) == (5, 4)
-    assert (by_file["user_text.csv"].rows_in, by_file["user_text.csv"].accepted) == (3, 1)
+    assert (by_file["user_text.csv"].rows_in, by_file["user_text.csv"].accepted) == (4, 2)
     assert len(q) == sum(c.rejected_total for c in counts)
     assert read_table(spark, cfg, S.RATINGS_RAW, D1).count() == 4
 
@@ -143,6 +161,8 @@ def test_parquet_source(spark, tmp_path, cfg):
     counts = run(D1, cfg=make_cfg(tmp_path / "h", LMREC_REJECT_THRESHOLD=1), spark=spark, source=str(src))
     r = [c for c in counts if c.source_file.endswith("ratings.parquet")][0]
     assert (r.rows_in, r.accepted, r.rejected) == (2, 1, {S.REASON_RATING_SCALE: 1})
+    q = read_table(spark, make_cfg(tmp_path / "h"), S.QUARANTINE, D1).collect()
+    assert [x[S.COL_LINE] for x in q] == [2]  # Parquet: the row number
 
 
 def test_delta_race_errors_are_retried():
