@@ -112,11 +112,27 @@ def run_job(name: str, run_date: dt.date, *, cfg: Settings | None = None, spark=
     cfg = cfg or Settings.from_env()
     module = job_module(name, cfg)
     spark = spark or get_spark(cfg, app_name=f"lmrec-{name}-{run_date}", gpu=spec.gpu)
+    from lmrec.core.io import record_run
+
     t0 = time.perf_counter()  # wall-clock ok: duration only
     log.info("job %s for %s starting (warehouse %s)", name, run_date, cfg.warehouse)
-    result = module.run(run_date, cfg=cfg, spark=spark, source=source, **job_options(name, options))
-    log.info("job %s for %s done in %.1fs", name, run_date, time.perf_counter() - t0)  # wall-clock ok
+    try:
+        result = module.run(run_date, cfg=cfg, spark=spark, source=source, **job_options(name, options))
+    except Exception as exc:
+        _record(record_run, spark, cfg, run_date, name, status="failed", seconds=time.perf_counter() - t0, error=exc)
+        raise
+    seconds = time.perf_counter() - t0  # wall-clock ok: duration only
+    log.info("job %s for %s done in %.1fs", name, run_date, seconds)
+    _record(record_run, spark, cfg, run_date, name, status="succeeded", seconds=seconds, result=result)
     return result
+
+
+def _record(record_run, *args, **kw) -> None:
+    """Write the job's run_summary row; a failure to write it is logged, never the job's failure."""
+    try:
+        record_run(*args, **kw)
+    except Exception as exc:  # the summary is bookkeeping: the job's own outcome stands
+        log.warning("could not write %s for %s: %s", S.RUN_SUMMARY, args[3], type(exc).__name__)
 
 
 def add_job_arguments(p: argparse.ArgumentParser, options=tuple(OPTIONS)) -> argparse.ArgumentParser:

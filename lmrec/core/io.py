@@ -130,3 +130,48 @@ def register_tables(spark, cfg: Settings) -> list[str]:
             spark.sql(f"CREATE TABLE IF NOT EXISTS {cfg.database}.{name} USING DELTA LOCATION '{cfg.table_path(name)}'")
             names.append(name)
     return names
+
+
+def _jsonable(obj):
+    """A job's result as JSON-able data (dataclasses, dates, numpy scalars)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if obj is None or isinstance(obj, (str, bool, int, float)):
+        return obj
+    if hasattr(obj, "item"):  # numpy scalar
+        return obj.item()
+    return str(obj)
+
+
+def record_run(spark, cfg: Settings, run_date: dt.date, job: str, *, status: str, seconds: float,
+               result=None, error: BaseException | None = None) -> None:
+    """Replace job ``job``'s row of ``run_date`` in ``run_summary``: its status, seconds, the model
+    version it used or made, and its result (counts, decisions) as JSON. The error's class only,
+    never its text (which could quote a source row)."""
+    import json
+
+    from pyspark.sql import types as T
+
+    detail = _jsonable(result)
+    version = None
+    if isinstance(detail, dict):
+        version = next((str(detail[k]) for k in ("model_version", "version", "candidate_version")
+                        if detail.get(k) not in (None, "")), None)
+    schema = T.StructType([T.StructField(S.COL_RUN_DATE, T.DateType()), T.StructField("job", T.StringType()),
+                           T.StructField("status", T.StringType()), T.StructField("seconds", T.DoubleType()),
+                           T.StructField(S.COL_MODEL_VERSION, T.StringType()), T.StructField("error", T.StringType()),
+                           T.StructField("detail", T.StringType())])
+    row = (run_date, job, status, round(float(seconds), 3), version,
+           type(error).__name__ if error is not None else None, json.dumps(detail, sort_keys=True))
+    df = spark.createDataFrame([row], schema)
+    where = f"{S.COL_RUN_DATE} = '{run_date.isoformat()}' AND job = '{job}'"
+    retry_on_conflict(lambda: (df.write.format("delta").mode("overwrite").option("replaceWhere", where)
+                               .partitionBy(S.COL_RUN_DATE).save(cfg.table_path(S.RUN_SUMMARY))),
+                      what=S.RUN_SUMMARY, also=lambda exc: "already exists" in str(exc).lower())
+
