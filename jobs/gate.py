@@ -86,10 +86,12 @@ def build_ledger_row(decision: dict, version, *, reason: str) -> dict:
 def write_ledger(spark, cfg: Settings, run_date: dt.date, row: dict) -> None:
     """Replace D's row of ``model_ledger`` (one commit: a rerun of D rewrites it)."""
     from lmrec.core.io import write_partition
+    from lmrec.core.maintenance import ensure_constraints
 
     schema = ", ".join(f"{c} {t}" for c, t in S.LEDGER_COLUMNS)
     write_partition(spark.createDataFrame([tuple(row[c] for c, _ in S.LEDGER_COLUMNS)], schema), cfg,
                     S.MODEL_LEDGER, run_date)
+    ensure_constraints(spark, cfg, S.MODEL_LEDGER)
 
 
 def judge(client, cfg: Settings, spark, run_date: dt.date, cand, champ) -> dict:

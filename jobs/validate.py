@@ -50,6 +50,7 @@ def check_recommendations(recs, seen, active, *, top_k: int) -> dict[str, int]:
 def publish(recs, spark, cfg: Settings, run_date: dt.date, *, top_k: int) -> dict:
     """Validate ``recs`` for ``run_date`` and, only if every check passes, publish them."""
     from lmrec.core.io import read_table, write_partition
+    from lmrec.core.maintenance import ensure_constraints
     from lmrec.core.pit import active_users
 
     seen = read_table(spark, cfg, S.RATING_MATRIX, run_date).select(S.COL_USER, S.COL_ITEM)
@@ -64,8 +65,9 @@ def publish(recs, spark, cfg: Settings, run_date: dt.date, *, top_k: int) -> dic
     finally:
         recs.unpersist()
     path = cfg.table_path(S.RECOMMENDATIONS)
-    if cfg.optimize:
-        spark.sql(f"OPTIMIZE delta.`{path}` WHERE {S.COL_RUN_DATE} = '{run_date.isoformat()}'")
+    ensure_constraints(spark, cfg, S.RECOMMENDATIONS)  # from the first night on: NOT NULL, rank within k, finite score
+    if cfg.optimize:  # compact D's partition, clustered by user for per-user lookups
+        spark.sql(f"OPTIMIZE delta.`{path}` WHERE {S.COL_RUN_DATE} = '{run_date.isoformat()}' ZORDER BY ({S.COL_USER})")
     published = read_table(spark, cfg, S.RECOMMENDATIONS, run_date)
     out = {"rows": published.count(), "users": published.select(S.COL_USER).distinct().count(), "checks": failures}
     log.info("validate %s: published %d rows for %d users to %s", run_date, out["rows"], out["users"], path)

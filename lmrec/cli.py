@@ -69,6 +69,17 @@ def cmd_demo(args) -> None:
     print(f"wrote demo source {args.out}: " + ", ".join(f"{k} {v:,} rows" for k, v in counts.items()), flush=True)
 
 
+def cmd_maintain(args) -> None:
+    from lmrec.core import maintenance
+    from lmrec.core.spark import get_spark
+
+    cfg = Settings.from_env()
+    out = maintenance.run(args.date, cfg=cfg, spark=get_spark(cfg, app_name=f"lmrec-maintain-{args.date}"),
+                          vacuum=not args.no_vacuum)
+    print_table([(t, ", ".join(s["constraints_added"]) or "-", s["rows_expired"]) for t, s in out.items()],
+                ["table", "constraints added", "rows expired"])
+
+
 def cmd_query(args) -> None:
     from lmrec.query import run_query
 
@@ -179,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--format", choices=["csv", "parquet"], default=None, help="default: csv, parquet above 2M ratings")
     d.set_defaults(fn=cmd_demo)
 
+    mt = sub.add_parser("maintain", help="table upkeep for a date: constraints, retention, OPTIMIZE, VACUUM", description=(
+        "For logical date D: add missing constraints to the contract tables, delete partitions older than "
+        "LMREC_SNAPSHOT_RETENTION_DAYS (intermediate tables) or LMREC_RESULT_RETENTION_DAYS (recommendations, "
+        "model_ledger) before D, OPTIMIZE D's partitions (recommendations Z-ordered by user_id) and VACUUM "
+        "(files unreferenced for the tables' 7-day retention). The DAG lmrec_table_maintenance runs it daily."))
+    mt.add_argument("--date", required=True, type=parse_date, help="logical date D (retention counts back from D)")
+    mt.add_argument("--no-vacuum", action="store_true", help="skip VACUUM")
+    mt.set_defaults(fn=cmd_maintain)
     q = sub.add_parser("query", help="read the lmrec tables with SQL (read-only; DuckDB, no JVM)", description=(
         "Run one read-only statement (SELECT, WITH, SHOW, DESCRIBE) over the lmrec tables by name, e.g. "
         "lmrec query \"SELECT run_date, count(*) FROM recommendations GROUP BY run_date\". Anything else "

@@ -72,6 +72,8 @@ class Settings:
     source_wait_minutes: int = 360  # LMREC_SOURCE_WAIT_MINUTES: how long a run waits for D's source files (0: check once)
     source_poke_seconds: int = 300  # LMREC_SOURCE_POKE_SECONDS: how often the wait looks again (the slot is freed between)
     spark_pool: str = "lmrec_spark"  # LMREC_SPARK_POOL: Airflow pool of the Spark jobs (``airflow pools set lmrec_spark 2 …``)
+    snapshot_retention_days: int = 14  # LMREC_SNAPSHOT_RETENTION_DAYS: maintenance keeps this many dates of the intermediate tables (0: all)
+    result_retention_days: int = 400  # LMREC_RESULT_RETENTION_DAYS: ... of recommendations and model_ledger (0: all)
     runner: str = "local"  # LMREC_RUNNER: local (in-process) | spark-submit (Airflow)
     s3_endpoint: str = ""  # LMREC_S3_ENDPOINT: S3-compatible endpoint for s3a:// (MinIO, moto); empty = AWS
     spark_packages: str = ""  # LMREC_SPARK_PACKAGES: extra Maven coordinates, comma-separated

@@ -96,6 +96,26 @@ def test_bad_source_fails_at_the_source_wait_then_rerun_publishes_k_per_user(spa
     assert len(counts) >= active and (counts == 4).all()
 
 
+def test_maintenance_dag_runs_on_the_nightly_tables(spark, dag_run):
+    """`airflow dags test lmrec_table_maintenance D3` after the nightly run: the contract constraints
+    are on `recommendations` (validate added them), D3 is inside every retention window, and the
+    run summary shows each job of the night."""
+    from delta.tables import DeltaTable
+
+    from lmrec.core.io import read_table
+    from tests.conftest import make_cfg
+
+    cfg = make_cfg(dag_run["home"])
+    before = read_table(spark, cfg, S.RECOMMENDATIONS, D3).count()
+    out = _airflow(dag_run["env"], "dags", "test", "lmrec_table_maintenance", str(D3))
+    assert "state=failed" not in out.stdout
+    assert read_table(spark, cfg, S.RECOMMENDATIONS, D3).count() == before > 0
+    props = DeltaTable.forPath(spark, cfg.table_path(S.RECOMMENDATIONS)).detail().first()["properties"]
+    assert {"delta.constraints.rank_within_k", "delta.constraints.score_finite", "delta.constraints.user_id_not_null"} <= set(props)
+    jobs = {r["job"] for r in read_table(spark, cfg, S.RUN_SUMMARY, D3).where("status = 'succeeded'").collect()}
+    assert jobs == {"ingest", "rating_matrix", "embed_items", "embed_users", "train", "gate", "score", "validate"}
+
+
 @pytest.mark.slow
 def test_second_date_then_first_again(spark, dag_run):
     """D3, then D2, then D3 again: D2's partition is untouched by the rerun of D3, and D3 gets
