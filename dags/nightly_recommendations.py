@@ -52,7 +52,10 @@ def job_task(job):
     """One pipeline job (a row of lmrec.pipeline.JOBS) for {{ ds }}: in-process, or spark-submit
     to the configured cluster."""
     common = dict(task_id=job.name, execution_timeout=dt.timedelta(minutes=job.timeout_minutes),
-                  outlets=[asset(t) for t in job.outputs], pool=CFG.spark_pool, depends_on_past=job.in_date_order)
+                  outlets=[asset(t) for t in job.outputs], pool=CFG.spark_pool, depends_on_past=job.in_date_order,
+                  # train of D also waits for the gate of D-1 (its direct downstream): the champion
+                  # as of D is only known once the previous date's gate has decided.
+                  wait_for_downstream=job.in_date_order)
     if CFG.runner == "spark-submit":
         from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 

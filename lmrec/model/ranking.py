@@ -30,7 +30,9 @@ def _rows(users: np.ndarray, hists: list, cols: np.ndarray, vals: np.ndarray, id
         c = cols[r][valid[r]]
         if len(h) and len(c):
             h = np.asarray(h, dtype=np.int64)
-            because[r, : len(c)] = h[(Inorm[c] @ Inorm[h].T).argmax(1)]
+            # Rounded: similarities equal up to BLAS rounding (which varies with threads and block
+            # shapes) pick the first history item, so a rerun explains a list the same way.
+            because[r, : len(c)] = h[np.round(Inorm[c] @ Inorm[h].T, 5).argmax(1)]
     b = because[valid]
     return pd.DataFrame({S.COL_USER: np.repeat(users, valid.sum(1)),
                          S.COL_RANK: np.broadcast_to(np.arange(1, cols.shape[1] + 1, dtype=np.int32), cols.shape)[valid],

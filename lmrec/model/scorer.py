@@ -225,6 +225,15 @@ class _Net:
                 U = self.W_user(own) + self.W_hist(prof) + torch.sparse.mm(Hu, self.Y_hist.weight) + P
                 return U * self.theta, bu
 
+            def forward(self, u, Hu, prof, own, i, j, T):
+                # One training step's factors (through forward, so DistributedDataParallel syncs the
+                # gradients): users u (B,), rated items i (B,), negatives j (B*n,) -> U, b_u, I_i,
+                # β_i, b_i, I_j, β_j, μ
+                U, bu = self.users(u, Hu, prof, own, drop=True)
+                Ii, beta_i, bi = self.items(i, T, drop=True)
+                Ij, beta_j, _ = self.items(j, T, drop=True)
+                return U, bu, Ii, beta_i, bi, Ij, beta_j, self.mu
+
         return ScorerNet()
 
 
@@ -265,6 +274,13 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
         B, active = np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
     mu = float(train[S.COL_RATING].mean())
     net = _Net.build(n_users, n_items, d_t, cfg, mu).to(device)
+    rank, world = shard
+    model = net
+    if world > 1:  # data parallel: equal shards of the same permutation; DDP averages the gradients
+        from torch.nn.parallel import DistributedDataParallel
+
+        on_gpu = str(device).startswith("cuda")
+        model = DistributedDataParallel(net, device_ids=[torch.cuda.current_device()] if on_gpu else None)
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
 
     u_all = train[S.COL_USER_IDX].to_numpy().astype(np.int64)
@@ -284,8 +300,7 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
     for epoch in range(1, n_epochs + 1):
         net.train()
         perm = rng.permutation(len(u_all))[: cfg.epoch_samples]
-        rank, world = shard
-        if world > 1:  # data parallel: equal shards of the same permutation, gradients averaged
+        if world > 1:
             perm = perm[: len(perm) - len(perm) % world][rank::world]
         tot = {"loss": 0.0, "mse": 0.0, "bpr": 0.0}
         for s in range(0, len(perm), cfg.batch_size):
@@ -294,13 +309,12 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
             i = torch.from_numpy(i_all[b]).to(device)
             r = torch.from_numpy(r_all[b]).to(device)
             j = torch.from_numpy(rng.choice(pos_items, (len(b), cfg.negatives))).to(device)  # (B, n)
-            U, bu = net.users(u, _sparse_rows(H, u_all[b], device), profile[u], own[u], drop=True)
-            Ii, beta_i, bi = net.items(i, T, drop=True)
-            Ij, beta_j, _ = net.items(j.reshape(-1), T, drop=True)
+            U, bu, Ii, beta_i, bi, Ij, beta_j, mu_t = model(u, _sparse_rows(H, u_all[b], device), profile[u], own[u],
+                                                            i, j.reshape(-1), T)
             Ij = Ij.reshape(len(b), cfg.negatives, -1)
             dot_i = (U * Ii).sum(-1)  # (B,)
             dot_j = torch.einsum("bd,bnd->bn", U, Ij)  # (B, n)
-            rating = net.mu + bu + bi + dot_i
+            rating = mu_t + bu + bi + dot_i
             s_i = dot_i + beta_i
             s_j = dot_j + beta_j.reshape(len(b), -1)
             mse = torch.mean((rating - r) ** 2)
@@ -309,8 +323,6 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
             loss = cfg.mse_weight * mse + cfg.rank_weight * bpr + reg
             opt.zero_grad()
             loss.backward()
-            if world > 1:
-                _average_gradients(net, world)
             opt.step()
             tot["loss"] += float(loss.detach()) * len(b)
             tot["mse"] += float(mse.detach()) * len(b)
@@ -370,15 +382,6 @@ def choose_blend(params, train, val, H, X, item_text, user_text, n_items, *,
     return best_blend
 
 
-def _average_gradients(net, world: int) -> None:
-    import torch.distributed as dist
-
-    for p in net.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad /= world
-
-
 def _ddp_fit(train: pd.DataFrame, fit_kw: dict):
     """One TorchDistributor process: join the process group, train on this rank's shard."""
     import os
@@ -393,7 +396,7 @@ def _ddp_fit(train: pd.DataFrame, fit_kw: dict):
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         params, _ = fit_scorer(train, shard=(rank, world), **fit_kw)
-        # Every rank holds the same parameters (same seed, averaged gradients); TorchDistributor
+        # Every rank holds the same parameters (DDP: same start, averaged gradients); TorchDistributor
         # keeps whichever process writes its output last, so all return them.
         return params
     finally:
