@@ -4,7 +4,7 @@
 Daily upkeep of lmrec's Delta tables for logical date **D** (`{{ ds }}`), after the nightly run:
 
 * constraints on the contract tables (`recommendations`: NOT NULL columns, `1 <= rank <= 1000`,
-  finite `score`; `model_ledger`: NOT NULL run_date, data_cutoff, decision);
+  finite `score`; `model_ledger`: NOT NULL run_date, decision);
 * retention counted back from D (never from the clock): intermediate snapshots keep
   `LMREC_SNAPSHOT_RETENTION_DAYS` dates, `recommendations` and `model_ledger`
   `LMREC_RESULT_RETENTION_DAYS`;

@@ -2,7 +2,8 @@
 scheduler (`airflow standalone`: LocalExecutor, every task in its own process). Its partitions of
 `recommendations` equal those of the same dates run one at a time (`lmrec pipeline`, oldest first).
 
-Slow (about 40 minutes on 2 cores): `make test-all` or `pytest -m slow tests/dags/test_backfill.py`.
+Slow (about 100 minutes on 2 cores: 81 for the backfill, 19 for the reference; run it alone):
+`make test-all` or `pytest -m slow tests/dags/test_backfill.py`.
 Model versions are compared by the date they were trained for (their `run_date` tag): the version
 numbers themselves depend on what else registered models meanwhile (the nightly run that unpausing
 the DAG starts)."""
