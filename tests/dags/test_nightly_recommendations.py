@@ -100,6 +100,7 @@ def test_bad_source_fails_at_the_source_wait_then_rerun_publishes_k_per_user(spa
     assert len(counts) >= active and (counts == 4).all()
 
 
+@pytest.mark.slow
 def test_maintenance_dag_runs_on_the_nightly_tables(spark, dag_run):
     """`airflow dags test lmrec_table_maintenance D3` after the nightly run: the contract constraints
     are on `recommendations` (validate added them), D3 is inside every retention window, and the
