@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lmrec.core import schema as S
+from lmrec.model.ranking import top_k
 
 
 # ------------------------------------------------------------------------------------ splits
@@ -159,29 +160,6 @@ def intra_list_diversity(top, item_vectors):
 
 
 # ------------------------------------------------------------------------------ the harness
-
-def top_k(scores: np.ndarray, k: int, item_order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` columns per row of ``scores`` (B, n), best first, ties broken by lower
-    ``item_order`` (default: column index). Partial selection (``argpartition``), no full sort.
-
-    Returns:
-        (columns (B, k), their scores (B, k)).
-    """
-    n = scores.shape[1]
-    k = min(k, n)
-    order = np.arange(n) if item_order is None else np.asarray(item_order)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(scores, part, 1)
-    # Ties across the k-th value: argpartition picks among them arbitrarily; redo those rows.
-    thr = vals.min(axis=1)
-    crowded = np.flatnonzero((scores >= thr[:, None]).sum(axis=1) > k)
-    for r in crowded:
-        cols = np.flatnonzero(scores[r] >= thr[r])
-        part[r] = cols[np.lexsort((order[cols], -scores[r, cols]))[:k]]
-    vals = np.take_along_axis(scores, part, 1)
-    idx = np.lexsort((order[part], -vals), axis=1)
-    return np.take_along_axis(part, idx, 1), np.take_along_axis(vals, idx, 1)
-
 
 def top_k_from_scores(scores: np.ndarray, k: int, exclude=None) -> np.ndarray:
     """Top-k item indices per row, best first, ties by lower item index; ``exclude`` (scipy

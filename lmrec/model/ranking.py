@@ -1,69 +1,169 @@
-"""The scoring kernel: top-k items for blocks of users from the scorer's factors (and its EASE
-component), seen items masked, ties broken by item index, each recommendation explained by the
-history item most similar to it. Runs inside Spark tasks (``mapInPandas``)."""
+"""The scoring kernel: top-k items for blocks of users from the scorer's factors and its EASE
+component, in torch (one matrix multiply and one sparse-by-dense product per block, seen and
+non-candidate items masked by index, ``torch.topk``), ties broken exactly by item index, each
+recommendation explained by the history item most similar to it (batched). Runs inside Spark
+tasks (``mapInPandas``) with as many torch threads as the task has cores."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
 
 from lmrec.core import schema as S
-from lmrec.model.evaluation import top_k
 
-BLOCK = 512  # users per matrix multiply inside a partition
+BLOCK = 1024  # users per matrix multiply inside a partition
+_BECAUSE_ELEMS = 1 << 23  # users x k x history (and x d) elements per batched similarity step
 
 
-def top_k_block(scores: np.ndarray, k: int, item_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` columns per row, best first; ties by lower ``item_idx``. -inf entries are never
-    returned (rows may get fewer than k). Returns (columns (B, k) with -1 padding, scores)."""
+def top_k(scores, k: int, item_order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` columns per row of ``scores`` (B, n; NumPy or torch), best first, ties broken by
+    lower ``item_order`` (default: column index), exactly. ``torch.topk`` selects; the rare rows
+    with more than k scores at or above their k-th value (ties across the cut, or fewer than k
+    finite scores) are redone exactly; ties inside the k are ordered by ``item_order``.
+
+    Returns:
+        (columns (B, k), their scores (B, k)) as NumPy arrays.
+    """
+    import torch
+
+    t = torch.as_tensor(scores)
+    n = t.shape[1]
+    k = min(k, n)
+    vals, cols = torch.topk(t, k, dim=1)
+    crowded = torch.nonzero((t >= vals[:, -1:]).sum(1) > k).flatten().numpy()
+    cols, vals, s = cols.numpy().copy(), vals.numpy().copy(), t.numpy()
+    order = np.arange(n) if item_order is None else np.asarray(item_order)
+    for r in crowded:
+        c = np.flatnonzero(s[r] >= vals[r, -1])
+        cols[r] = c[np.lexsort((order[c], -s[r, c]))[:k]]
+        vals[r] = s[r, cols[r]]
+    idx = np.lexsort((order[cols], -vals), axis=1)
+    return np.take_along_axis(cols, idx, 1), np.take_along_axis(vals, idx, 1)
+
+
+def top_k_block(scores, k: int, item_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k` with -inf entries never returned (rows may get fewer than k): (columns (B, k)
+    with -1 padding, scores)."""
     cols, vals = top_k(scores, k, item_idx)
     cols[~np.isfinite(vals)] = -1
     return cols, vals
 
 
-def _rows(users: np.ndarray, hists: list, cols: np.ndarray, vals: np.ndarray, ids: np.ndarray, Inorm: np.ndarray):
+def because(cols: np.ndarray, indptr: np.ndarray, indices: np.ndarray, Inorm) -> np.ndarray:
+    """For each recommended column (B, k; -1 = none), the history item (``indices[indptr[r]:
+    indptr[r+1]]`` for row r) most similar to it by cosine; -1 without history. Similarities are
+    rounded to 5 decimals first and ties go to the first history item, so BLAS rounding (which
+    varies with threads and block shapes) never changes the explanation of a rerun."""
+    import torch
+
+    Inorm = torch.as_tensor(Inorm)
+    B, k = cols.shape
+    lengths = np.diff(indptr)
+    out = np.full((B, k), -1, dtype=np.int64)
+    L = int(lengths.max()) if B else 0
+    if L == 0 or k == 0:
+        return out
+    pad = np.full((B, L), -1, dtype=np.int64)  # each row's history, padded with -1
+    rows = np.repeat(np.arange(B), lengths)
+    pad[rows, np.arange(len(indices)) - np.repeat(indptr[:-1], lengths)] = indices
+    step = max(1, _BECAUSE_ELEMS // (L * max(k, Inorm.shape[1])))
+    for s in range(0, B, step):
+        c = torch.from_numpy(np.maximum(cols[s:s + step], 0))
+        h = torch.from_numpy(pad[s:s + step])
+        sim = torch.bmm(Inorm[c], Inorm[h.clamp(min=0)].transpose(1, 2))  # (b, k, L)
+        sim = torch.round(sim, decimals=5).masked_fill_((h < 0)[:, None, :], -torch.inf)
+        out[s:s + step] = torch.gather(h, 1, sim.argmax(2)).numpy()
+    out[cols < 0] = -1
+    out[lengths == 0] = -1
+    return out
+
+
+def block_scores(m: dict, U: np.ndarray, indptr: np.ndarray, indices: np.ndarray):
+    """(B, n_items) torch scores of one block of users: α·(U Iᵀ + β) + γ·(X_block B_ease), with
+    non-candidate items and each user's own history items (``indices[indptr[r]:indptr[r+1]]``,
+    rated by D) at -inf. ``m`` holds torch tensors (:func:`as_tensors`)."""
+    import torch
+
+    B, n = len(U), m["n_items"]
+    if m["alpha"]:
+        scores = torch.addmm(m["beta"], torch.from_numpy(U), m["I"].T, alpha=m["alpha"], beta=m["alpha"])
+    else:
+        scores = torch.zeros(B, n)
+    rows = np.repeat(np.arange(B), np.diff(indptr))
+    if m["gamma"] and len(m["ease_pos"]):
+        er = m["ease_row"][indices]
+        keep = er >= 0
+        if keep.any():
+            X = torch.sparse_coo_tensor(torch.from_numpy(np.vstack([rows[keep], er[keep]])), torch.ones(int(keep.sum())),
+                                        (B, len(m["ease_pos"])), check_invariants=False)
+            with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                X = X.to_sparse_csr()
+            scores.index_add_(1, m["ease_pos"], torch.sparse.mm(X, m["ease_B"]), alpha=m["gamma"])
+    scores += m["mask"]
+    scores[torch.from_numpy(rows), torch.from_numpy(indices)] = -torch.inf
+    return scores
+
+
+def as_tensors(m: dict) -> dict:
+    """The broadcast model as torch tensors (no copies of the float32 arrays) plus the 0/-inf
+    candidate mask."""
+    import torch
+
+    t = dict(m)
+    for key in ("I", "beta", "I_norm", "ease_B"):
+        t[key] = torch.from_numpy(np.ascontiguousarray(m[key], dtype=np.float32))
+    t["ease_pos"] = torch.from_numpy(np.asarray(m["ease_pos"], dtype=np.int64))
+    t["mask"] = torch.from_numpy(np.where(m["candidate"], 0.0, -np.inf).astype(np.float32))
+    t["n_items"] = len(m["item_ids"])
+    return t
+
+
+def _rows(users: np.ndarray, cols: np.ndarray, vals: np.ndarray, because_: np.ndarray, ids: np.ndarray):
     """One block's output rows: the valid (``cols >= 0``, a prefix of each row) top-k entries,
-    ranked from 1, each with the history item most similar to it (``because``; null without history)."""
+    ranked from 1, with ``because_item_id`` (null without history)."""
     valid = cols >= 0
-    because = np.full(cols.shape, -1, dtype=np.int64)
-    for r, h in enumerate(hists):
-        c = cols[r][valid[r]]
-        if len(h) and len(c):
-            h = np.asarray(h, dtype=np.int64)
-            # Rounded: similarities equal up to BLAS rounding (which varies with threads and block
-            # shapes) pick the first history item, so a rerun explains a list the same way.
-            because[r, : len(c)] = h[np.round(Inorm[c] @ Inorm[h].T, 5).argmax(1)]
-    b = because[valid]
+    b = because_[valid]
     return pd.DataFrame({S.COL_USER: np.repeat(users, valid.sum(1)),
                          S.COL_RANK: np.broadcast_to(np.arange(1, cols.shape[1] + 1, dtype=np.int32), cols.shape)[valid],
                          S.COL_ITEM: ids[cols[valid]], S.COL_SCORE: vals[valid].astype(np.float64),
                          S.COL_BECAUSE: np.where(b >= 0, ids[np.maximum(b, 0)], None)})
 
 
+def set_task_threads() -> None:
+    """torch threads = the cores of the Spark task running this (``spark.task.cpus``), so the
+    tasks of an executor share its cores instead of oversubscribing them."""
+    import torch
+    from pyspark import TaskContext
+
+    tc = TaskContext.get()
+    if tc is not None:
+        torch.set_num_threads(max(1, int(tc.cpus())))
+
+
+def score_block(m: dict, users: np.ndarray, U: np.ndarray, hists, k: int) -> pd.DataFrame:
+    """Recommendation rows for one block: users, their factors (B, d) and histories (item
+    positions rated by D)."""
+    lengths = np.fromiter(map(len, hists), dtype=np.int64, count=len(hists))
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    indices = np.concatenate(hists).astype(np.int64) if lengths.sum() else np.zeros(0, np.int64)
+    cols, vals = top_k_block(block_scores(m, U, indptr, indices), k, m["item_order"])
+    return _rows(users, cols, vals, because(cols, indptr, indices, m["I_norm"]), m["item_ids"])
+
+
 def score_partitions(bc, k: int):
     """A ``mapInPandas`` function: users (user_id, u (d,), hist (list of item positions)) -> rows."""
 
     def fn(batches):
-        m = bc.value
-        I, beta, ids, Inorm = m["I"], m["beta"], m["item_ids"], m["I_norm"]
-        cand = m["candidate"]
+        set_task_threads()
+        m = as_tensors(bc.value)
         for pdf in batches:
             for s in range(0, len(pdf), BLOCK):
                 b = pdf.iloc[s:s + BLOCK]
-                U = np.stack(b["u"].to_numpy()).astype(np.float32)  # (B, d)
-                scores = m["alpha"] * (U @ I.T + beta) if m["alpha"] else np.zeros((len(b), len(ids)), np.float32)
-                hists = b["hist"].to_list()
-                if m["gamma"] and len(m["ease_pos"]):
-                    for r, h in enumerate(hists):  # EASE: sum of the history items' rows of B
-                        hp = m["ease_row"][np.asarray(h, dtype=np.int64)]
-                        hp = hp[hp >= 0]
-                        if len(hp):
-                            scores[r, m["ease_pos"]] += m["gamma"] * m["ease_B"][hp].sum(0)
-                scores = np.where(cand, scores, -np.inf)
-                for r, h in enumerate(hists):
-                    scores[r, np.asarray(h, dtype=np.int64)] = -np.inf  # seen by D
-                cols, vals = top_k_block(scores, k, m["item_order"])
-                yield _rows(b[S.COL_USER].to_numpy(), hists, cols, vals, ids, Inorm)
+                U = np.stack(b["u"].to_numpy()).astype(np.float32)
+                yield score_block(m, b[S.COL_USER].to_numpy(), U, b["hist"].to_list(), k)
 
     return fn
 

@@ -3,42 +3,96 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from lmrec.core import schema as S
 from lmrec.model import ranking
 
 
-def test_top_k_block_equals_bruteforce():
+def _brute_top(scores: np.ndarray, k: int, order: np.ndarray) -> list[list[int]]:
+    """Best k finite columns per row by (-score, order), one Python sort per row."""
+    return [[i for i in sorted(range(len(row)), key=lambda i: (-row[i], order[i])) if np.isfinite(row[i])][:k]
+            for row in scores]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_top_k_block_equals_bruteforce(dtype):
     rng = np.random.default_rng(0)
-    scores = rng.integers(0, 5, (40, 30)).astype(np.float32)  # many ties
+    scores = rng.integers(0, 5, (40, 30)).astype(dtype)  # many ties, across the cut and inside the k
     scores[:, 3] = -np.inf
-    cols, vals = ranking.top_k_block(scores, 7, np.arange(30))
-    for r in range(40):
-        ref = sorted(range(30), key=lambda i: (-scores[r, i], i))[:7]
-        assert cols[r].tolist() == ref
-        assert (np.diff(vals[r]) <= 0).all()
+    scores[5, 2:] = -np.inf  # fewer than k finite scores
+    order = rng.permutation(30)  # ties go to the lower order, not the lower column
+    cols, vals = ranking.top_k_block(scores, 7, order)
+    for r, ref in enumerate(_brute_top(scores, 7, order)):
+        assert cols[r][cols[r] >= 0].tolist() == ref
+        assert (cols[r][len(ref):] == -1).all()
+        assert (np.diff(vals[r][: len(ref)]) <= 0).all()
 
 
-def test_block_rows_equal_per_user_rows():
-    """score's vectorised rows of a block = the rows built user by user (ranks, padding, because)."""
-    rng = np.random.default_rng(1)
-    n, k = 50, 5
-    ids = np.array([f"i{j}" for j in range(n)], dtype=object)
-    Inorm = rng.standard_normal((n, 8)).astype(np.float32)
-    scores = rng.standard_normal((7, n)).astype(np.float32)
-    scores[3, 4:] = -np.inf  # fewer than k candidates
-    hists = [rng.choice(n, rng.integers(1, 6), replace=False) for _ in range(7)]
-    hists[2] = np.array([], dtype=np.int64)  # text-only user: no because
-    cols, vals = ranking.top_k_block(scores, k, np.arange(n))
-    users = np.array([f"u{r}" for r in range(7)], dtype=object)
-    got = ranking._rows(users, hists, cols, vals, ids, Inorm)
+def _model(rng, n_items: int, d: int, *, alpha: float, gamma: float) -> dict:
+    """A broadcast model with small-integer factors, so float32 sums are exact and ties abound."""
+    I = rng.integers(-2, 3, (n_items, d)).astype(np.float32)
+    ease_pos = np.sort(rng.choice(n_items, n_items // 2, replace=False))
+    ease_row = np.full(n_items, -1)
+    ease_row[ease_pos] = np.arange(len(ease_pos))
+    B = rng.integers(-1, 2, (len(ease_pos), len(ease_pos))).astype(np.float32)
+    np.fill_diagonal(B, 0)
+    return {"I": I, "beta": rng.integers(-1, 2, n_items).astype(np.float32),
+            "I_norm": I / np.clip(np.linalg.norm(I, axis=1, keepdims=True), 1e-9, None),
+            "item_ids": np.array([f"i{j}" for j in range(n_items)], dtype=object), "item_order": np.arange(n_items),
+            "candidate": rng.random(n_items) > 0.1, "alpha": alpha, "gamma": gamma,
+            "ease_B": B, "ease_pos": ease_pos, "ease_row": ease_row}
+
+
+@pytest.mark.parametrize("alpha,gamma", [(1.0, 0.0), (0.5, 2.0), (0.0, 1.0)])
+def test_score_block_equals_bruteforce(alpha, gamma):
+    """Scores, masks, top-k with ties and because of a whole block = a per-user NumPy loop."""
+    rng = np.random.default_rng(2)
+    n, d, k, n_users = 60, 6, 8, 37
+    m = _model(rng, n, d, alpha=alpha, gamma=gamma)
+    U = rng.integers(-2, 3, (n_users, d)).astype(np.float32)
+    hists = [np.sort(rng.choice(n, rng.integers(0, 12), replace=False)) for _ in range(n_users)]
+    hists[4] = np.arange(n)  # rated everything: no row at all
+    users = np.array([f"u{r}" for r in range(n_users)], dtype=object)
+    got = ranking.score_block(ranking.as_tensors(m), users, U, hists, k)
+
     expect = []
     for r, h in enumerate(hists):
-        c = cols[r][cols[r] >= 0]
-        because = [ids[h[np.argmax([Inorm[i] @ Inorm[j] for j in h])]] for i in c] if len(h) else [None] * len(c)
-        expect += [(users[r], rank + 1, ids[i], float(vals[r][rank]), because[rank]) for rank, i in enumerate(c)]
-    assert list(got.itertuples(index=False, name=None)) == expect
-    assert (got[got[S.COL_USER] == "u3"][S.COL_RANK] == [1, 2, 3, 4]).all()
+        s = alpha * (U[r].astype(np.float64) @ m["I"].T + m["beta"])
+        for j in h:  # EASE: the history items' rows of B
+            if m["ease_row"][j] >= 0:
+                s[m["ease_pos"]] += gamma * m["ease_B"][m["ease_row"][j]]
+        s[~m["candidate"]] = -np.inf
+        s[h] = -np.inf
+        top = _brute_top(s[None], k, m["item_order"])[0]
+        for rank, i in enumerate(top):
+            sims = [round(float(m["I_norm"][i] @ m["I_norm"][j]), 5) for j in h]
+            because = m["item_ids"][h[int(np.argmax(sims))]] if len(h) else None
+            expect.append((users[r], rank + 1, m["item_ids"][i], s[i], because))
+    assert [t[:4] for t in got.itertuples(index=False, name=None)] == [t[:4] for t in expect]
+    assert got[S.COL_BECAUSE].tolist() == [t[4] for t in expect]
+    assert "u4" not in set(got[S.COL_USER])
+
+
+def test_because_chunks_long_histories(monkeypatch):
+    """The batched explanation gives the same answer however the users are chunked."""
+    rng = np.random.default_rng(3)
+    Inorm = rng.standard_normal((500, 16)).astype(np.float32)
+    Inorm /= np.linalg.norm(Inorm, axis=1, keepdims=True)
+    lengths = rng.integers(0, 400, 50)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    indices = np.concatenate([rng.choice(500, n, replace=False) for n in lengths])
+    cols = rng.integers(-1, 500, (50, 10))
+    whole = ranking.because(cols, indptr, indices, Inorm)
+    monkeypatch.setattr(ranking, "_BECAUSE_ELEMS", 1)
+    assert (ranking.because(cols, indptr, indices, Inorm) == whole).all()
+    for r in range(50):
+        h = indices[indptr[r]:indptr[r + 1]]
+        for c in range(10):
+            if cols[r, c] < 0 or not len(h):
+                assert whole[r, c] == -1
+            else:
+                assert whole[r, c] == h[np.round(Inorm[h] @ Inorm[cols[r, c]], 5).argmax()]
 
 
 def test_popularity_fallback_skips_rated_items():
