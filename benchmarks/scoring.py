@@ -1,7 +1,10 @@
-"""Top-10 for all users with the same user and item factors, in one run on this machine:
-the score job's kernel (item matrix broadcast, users over partitions with mapInPandas, blocked
-matmul + argpartition, seen items removed) against Spark ALS ``recommendForAllUsers(10)`` and a
-single-process NumPy blocked matmul + argpartition (the floor). Wall time and peak memory.
+"""Top-10 for all users with the same user and item factors, in one run on this machine: the
+score job's kernel (``lmrec.model.ranking.recommend``: model broadcast once, users over partitions
+with mapInPandas, torch matmul + topk per block, seen items removed, exact ties, because_item_id)
+against Spark ALS ``recommendForAllUsers(10)``, implicit's batch ``recommend`` for all users, and a
+single-process torch floor (blocked matmul, seen items masked, ``torch.topk``; no tie pass, no
+explanation, no Spark). Then the champion's real blend: the same factors plus the EASE item-item
+component over every item (γ on), for the kernel and the torch floor. Wall time and peak memory.
 
     .venv/bin/python benchmarks/scoring.py            # writes benchmarks/results/scoring.md
     .venv/bin/python benchmarks/scoring.py --skip-demo  # ml-latest-small only
@@ -11,22 +14,27 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_result, REPO, PeakMemory, bench_settings, require_ml_small  # noqa: E402
+from benchmarks.common import write_result, PeakMemory, bench_settings, require_ml_small  # noqa: E402
 from lmrec.core import schema as S  # noqa: E402
-from lmrec.model.ranking import score_partitions, top_k_block  # noqa: E402
 from lmrec.core.spark import get_spark  # noqa: E402
+from lmrec.model.baselines import ease_matrix  # noqa: E402
+from lmrec.model.ranking import kernel_model, recommend  # noqa: E402
 
 K = 10
 RANK = 64
+CORES = os.cpu_count() or 1
+log = logging.getLogger("bench.scoring")
 
 
 def fit_als(spark, ratings: pd.DataFrame, max_iter: int):
@@ -36,27 +44,47 @@ def fit_als(spark, ratings: pd.DataFrame, max_iter: int):
     return ALS(rank=RANK, maxIter=max_iter, regParam=0.1, userCol="u", itemCol="i", ratingCol="r", seed=S.SEED).fit(df)
 
 
-def numpy_floor(U, I, seen_rows, k=K, block=2048):
+def torch_floor(U, I, X: sp.csr_matrix, k=K, B=None, ease_pos=None, block=4096):
+    """The strongest single process: torch with every core, blocked matmul (+ EASE as a sparse
+    product), seen items set to -inf by index, ``torch.topk``."""
+    import torch
+
+    torch.set_num_threads(CORES)
+    It = torch.from_numpy(I)
+    Bt = None if B is None else torch.from_numpy(B)
+    pos = None if ease_pos is None else torch.from_numpy(ease_pos)
     out = []
     for s in range(0, len(U), block):
-        scores = U[s:s + block] @ I.T
-        for r, h in enumerate(seen_rows[s:s + block]):
-            scores[r, h] = -np.inf
-        out.append(top_k_block(scores, k, np.arange(I.shape[0]))[0])
+        scores = torch.from_numpy(U[s:s + block]) @ It.T
+        xb = X[s:s + block]
+        if Bt is not None:
+            xe = xb[:, ease_pos].tocsr()
+            xt = torch.sparse_csr_tensor(torch.from_numpy(xe.indptr.astype(np.int64)), torch.from_numpy(xe.indices.astype(np.int64)),
+                                         torch.from_numpy(xe.data.astype(np.float32)), xe.shape)
+            scores.index_add_(1, pos, torch.sparse.mm(xt, Bt))
+        coo = xb.tocoo()
+        scores[torch.from_numpy(coo.row.astype(np.int64)), torch.from_numpy(coo.col.astype(np.int64))] = -torch.inf
+        out.append(torch.topk(scores, k, dim=1).indices.numpy())
     return np.vstack(out)
 
 
-def lmrec_kernel(spark, U, I, seen_rows, k=K):
-    bc = spark.sparkContext.broadcast({
-        "I": I, "beta": np.zeros(len(I), np.float32), "I_norm": I / np.clip(np.linalg.norm(I, axis=1, keepdims=True), 1e-9, None),
-        "item_ids": np.array([str(i) for i in range(len(I))], dtype=object), "item_order": np.arange(len(I)),
-        "candidate": np.ones(len(I), bool), "alpha": 1.0, "gamma": 0.0, "ease_B": np.zeros((0, 0), np.float32),
-        "ease_pos": np.zeros(0, np.int64), "ease_row": np.full(len(I), -1)})
-    pdf = pd.DataFrame({S.COL_USER: [str(u) for u in range(len(U))], "u": list(U), "hist": [h.tolist() for h in seen_rows]})
-    sdf = spark.createDataFrame(pdf, "user_id string, u array<float>, hist array<long>")
-    n_parts = max(spark.sparkContext.defaultParallelism, -(-len(U) // 2048))
-    schema = "user_id string, rank int, item_id string, score double, because_item_id string"
-    return sdf.repartition(n_parts).mapInPandas(score_partitions(bc, k), schema)
+def implicit_recommend(U, I, X: sp.csr_matrix, k=K):
+    """implicit's batch recommend for all users with the same factors (its own top-k, seen items
+    filtered, all cores)."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    m = AlternatingLeastSquares(factors=RANK, num_threads=CORES)
+    m.user_factors, m.item_factors = U, I
+    return m.recommend(np.arange(len(U)), X, N=k, filter_already_liked_items=True)
+
+
+def timed(rows, name, path, fn):
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        fn()
+        secs = time.perf_counter() - t0
+    rows.append((name, path, secs, mem.peak))
+    log.info("%s: %s %.1fs", name, path, secs)
 
 
 def bench(spark, name, ratings: pd.DataFrame, max_iter: int) -> list[tuple]:
@@ -68,25 +96,40 @@ def bench(spark, name, ratings: pd.DataFrame, max_iter: int) -> list[tuple]:
     I = np.zeros((n_i, RANK), np.float32)
     U[uf["id"].to_numpy()] = np.stack(uf["features"].to_numpy())
     I[itf["id"].to_numpy()] = np.stack(itf["features"].to_numpy())
-    seen = ratings.groupby("u")["i"].apply(np.array).reindex(range(n_u)).apply(lambda x: x if isinstance(x, np.ndarray) else np.zeros(0, int)).tolist()
+    X = sp.csr_matrix((np.ones(len(ratings), np.float32), (ratings["u"], ratings["i"])), shape=(n_u, n_i))
+    X.sum_duplicates()
+    X.data[:] = 1.0
+    hists = [X.indices[X.indptr[u]:X.indptr[u + 1]].tolist() for u in range(n_u)]
+    users = np.array([str(u) for u in range(n_u)], dtype=object)
+    ids = np.array([str(i) for i in range(n_i)], dtype=object)
+    plain = kernel_model(I, np.zeros(n_i, np.float32), ids, np.ones(n_i, bool), alpha=1.0, gamma=0.0,
+                         ease_B=np.zeros((0, 0), np.float32), ease_pos=np.zeros(0, np.int64))
+    t0 = time.perf_counter()
+    B, ease_pos = ease_matrix(X, 300.0, max_items=20_000)
+    log.info("%s: EASE over %d items in %.0fs (set-up, not timed)", name, len(ease_pos), time.perf_counter() - t0)
+    blend = kernel_model(I, np.zeros(n_i, np.float32), ids, np.ones(n_i, bool), alpha=0.05, gamma=1.0,
+                         ease_B=B, ease_pos=ease_pos)
+
+    def noop(df):
+        df.write.format("noop").mode("overwrite").save()
+
     rows = []
-    with PeakMemory() as mem:
-        t0 = time.perf_counter()
-        model.recommendForAllUsers(K).write.format("noop").mode("overwrite").save()
-        als = time.perf_counter() - t0
-    rows.append((name, "Spark ALS recommendForAllUsers(10)", als, mem.peak))
-    with PeakMemory() as mem:
-        t0 = time.perf_counter()
-        lmrec_kernel(spark, U, I, seen).write.format("noop").mode("overwrite").save()
-        ours = time.perf_counter() - t0
-    rows.append((name, "lmrec score kernel (mapInPandas, seen removed, because_item_id)", ours, mem.peak))
-    with PeakMemory() as mem:
-        t0 = time.perf_counter()
-        numpy_floor(U, I, seen)
-        floor = time.perf_counter() - t0
-    rows.append((name, "NumPy blocked matmul + argpartition (1 process)", floor, mem.peak))
-    logging.info("%s: ALS %.1fs, lmrec %.1fs, NumPy %.1fs", name, als, ours, floor)
+    timed(rows, name, "Spark ALS recommendForAllUsers(10)", lambda: noop(model.recommendForAllUsers(K)))
+    timed(rows, name, f"implicit {implicitversion()} batch recommend (all users, {CORES} threads)",
+          lambda: implicit_recommend(U, I, X))
+    timed(rows, name, "lmrec score kernel, factors (Spark tasks, exact ties, because_item_id)",
+          lambda: noop(recommend(spark, plain, users, U, hists, K)))
+    timed(rows, name, f"torch floor, factors (1 process, {CORES} threads)", lambda: torch_floor(U, I, X))
+    timed(rows, name, "lmrec score kernel, factors + EASE (the champion's blend)",
+          lambda: noop(recommend(spark, blend, users, U, hists, K)))
+    timed(rows, name, "torch floor, factors + EASE", lambda: torch_floor(U, I, X, B=B, ease_pos=ease_pos))
     return rows
+
+
+def implicitversion() -> str:
+    import implicit
+
+    return implicit.__version__
 
 
 def main() -> None:
@@ -111,11 +154,16 @@ def main() -> None:
         rows += bench(spark, "demo (100,000 users x 20,000 items)", d, max_iter=2)
     df = pd.DataFrame(rows, columns=["data", "path", "seconds", "peak_rss_mib"])
     for data, g in df.groupby("data", sort=False):
-        als = g[g.path.str.startswith("Spark")].seconds.iloc[0]
-        floor = g[g.path.str.startswith("NumPy")].seconds.iloc[0]
+        als = g[g.path.str.startswith("Spark ALS")].seconds.iloc[0]
+        imp = g[g.path.str.startswith("implicit")].seconds.iloc[0]
+        floor = g[g.path.str.startswith("torch floor, factors (")].seconds.iloc[0]
+        floor_e = g[g.path == "torch floor, factors + EASE"].seconds.iloc[0]
         df.loc[g.index, "speed-up vs ALS"] = (als / g.seconds).round(2)
-        df.loc[g.index, "time / NumPy floor"] = (g.seconds / floor).round(2)
-    text = (f"Top-{K} for all users, rank-{RANK} ALS factors, Spark {spark.sparkContext.master}, this machine.\n\n"
+        df.loc[g.index, "speed-up vs implicit"] = (imp / g.seconds).round(2)
+        df.loc[g.index, "time / torch floor (same blend)"] = (
+            g.seconds / np.where(g.path.str.contains("EASE"), floor_e, floor)).round(2)
+    text = (f"Top-{K} for all users, rank-{RANK} ALS factors, Spark {spark.sparkContext.master}, {CORES} cores, "
+            "this machine. Peak memory: the whole process tree (the JVM included), sampled every 0.1 s.\n\n"
             + df.round(2).to_markdown(index=False) + "\n")
     write_result("scoring", text)
 

@@ -2,9 +2,9 @@
 of D, as D's gate recorded it in ``model_ledger``), written to
 ``recommendations_staging`` (partition D); the validate job checks and publishes them.
 
-The item matrix is broadcast once; users are split over partitions (``mapInPandas``); each block
-is one matrix multiply followed by a partial top-k (``argpartition``), never a full sort or a
-cross join. Items the user rated by D are removed. Users with ratings are scored from history
+The item matrix (and EASE's) is broadcast once; users are split over partitions
+(``mapInPandas``); each block of users is one torch matrix multiply, one sparse-by-dense EASE
+product and a ``torch.topk`` (:mod:`lmrec.model.ranking`), never a full sort or a cross join. Items the user rated by D are removed. Users with ratings are scored from history
 and text; users with text only, from text; users with neither get the most popular items
 (``model_version = 'popularity'``), as does everyone when no champion exists yet.
 """
@@ -16,11 +16,10 @@ import logging
 import time
 
 import numpy as np
-import pandas as pd
 
 from lmrec.core import schema as S
 from lmrec.core.errors import ParameterError
-from lmrec.model.ranking import popular_rows, score_partitions
+from lmrec.model.ranking import ROWS, kernel_model, popular_rows, recommend
 from lmrec.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,6 @@ def model_of(spark, cfg: Settings, run_date: dt.date):
 def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int):
     """The recommendations DataFrame for D (without run_date) and the champion version used."""
     from pyspark.sql import functions as F
-    from pyspark.sql import types as T
 
     from lmrec.core.io import read_table
     from lmrec.core.pit import active_users
@@ -88,9 +86,6 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
     popular = np.bincount(ratings[S.COL_ITEM_IDX], minlength=data.n_items).astype(np.float64)
     popular[~candidate] = -np.inf
 
-    schema = T.StructType([T.StructField(S.COL_USER, T.StringType()), T.StructField(S.COL_RANK, T.IntegerType()),
-                           T.StructField(S.COL_ITEM, T.StringType()), T.StructField(S.COL_SCORE, T.DoubleType()),
-                           T.StructField(S.COL_BECAUSE, T.StringType())])
     modelled = np.zeros(len(uidx), dtype=bool) if params is None else (has_hist | has_text)
     parts = []
     if modelled.any():
@@ -101,25 +96,18 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
                             recency_weight=params.recency_weight)
         U, _ = params.user_factors(mu_idx, H[mu_idx], data.item_text, data.user_text[mu_idx])
         I, beta, _ = params.item_factors(np.arange(data.n_items), data.item_text)
-        ease_row = np.full(data.n_items, -1, dtype=np.int64)
         ease_pos = params.ease_items[params.ease_items < data.n_items]
-        ease_row[ease_pos] = np.arange(len(ease_pos))
-        bc = spark.sparkContext.broadcast({
-            "I": I, "beta": beta, "I_norm": I / np.clip(np.linalg.norm(I, axis=1, keepdims=True), 1e-9, None),
-            "item_ids": data.item_ids.astype(str).astype(object), "item_order": np.arange(data.n_items),
-            "candidate": candidate, "alpha": params.alpha, "gamma": params.gamma,
-            "ease_B": params.ease_B[: len(ease_pos), : len(ease_pos)], "ease_pos": ease_pos, "ease_row": ease_row})
+        model = kernel_model(I, beta, data.item_ids, candidate, alpha=params.alpha, gamma=params.gamma,
+                             ease_B=params.ease_B[: len(ease_pos), : len(ease_pos)], ease_pos=ease_pos)
         hist = [X.indices[X.indptr[u]:X.indptr[u + 1]].tolist() for u in mu_idx]
-        pdf = pd.DataFrame({S.COL_USER: users[modelled].to_numpy(), "u": list(U), "hist": hist})
-        sdf = spark.createDataFrame(pdf, "user_id string, u array<float>, hist array<long>")
-        n_parts = max(1, -(-len(pdf) // USERS_PER_PARTITION))
-        log.info("score %s: user and item factors, histories and broadcast in %.1fs; scoring %d users in %d "
-                 "partitions", run_date, time.perf_counter() - t0, len(pdf), n_parts)
-        parts.append(sdf.repartition(n_parts).mapInPandas(score_partitions(bc, top_k), schema)
-                     .withColumn(S.COL_MODEL_VERSION, F.lit(version)))
+        log.info("score %s: user and item factors and histories in %.1fs; scoring %d users in partitions of %d",
+                 run_date, time.perf_counter() - t0, len(mu_idx), USERS_PER_PARTITION)
+        recs = recommend(spark, model, users[modelled].to_numpy(), U, hist, top_k,
+                         users_per_partition=USERS_PER_PARTITION)
+        parts.append(recs.withColumn(S.COL_MODEL_VERSION, F.lit(version)))
     if (~modelled).any():
         fallback = popular_rows(users[~modelled].to_numpy(), X[uidx[~modelled]], popular, data.item_ids, top_k)
-        parts.append(spark.createDataFrame(fallback, schema).withColumn(S.COL_MODEL_VERSION, F.lit(S.POPULARITY_VERSION)))
+        parts.append(spark.createDataFrame(fallback, ROWS).withColumn(S.COL_MODEL_VERSION, F.lit(S.POPULARITY_VERSION)))
     out = parts[0]
     for p in parts[1:]:
         out = out.unionByName(p)

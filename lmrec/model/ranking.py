@@ -168,6 +168,35 @@ def score_partitions(bc, k: int):
     return fn
 
 
+ROWS = (f"{S.COL_USER} string, {S.COL_RANK} int, {S.COL_ITEM} string, {S.COL_SCORE} double, "
+        f"{S.COL_BECAUSE} string")  # the kernel's output rows (Spark DDL)
+
+
+def kernel_model(I: np.ndarray, beta: np.ndarray, item_ids: np.ndarray, candidate: np.ndarray, *, alpha: float,
+                 gamma: float, ease_B: np.ndarray, ease_pos: np.ndarray) -> dict:
+    """What the tasks need (broadcast once): item factors I (n, d) and bias β (n,), item ids,
+    candidate mask, blend (α, γ), and the EASE matrix over the item positions ``ease_pos``."""
+    ease_row = np.full(len(I), -1, dtype=np.int64)
+    ease_row[ease_pos] = np.arange(len(ease_pos))
+    return {"I": np.asarray(I, np.float32), "beta": np.asarray(beta, np.float32),
+            "I_norm": (I / np.clip(np.linalg.norm(I, axis=1, keepdims=True), 1e-9, None)).astype(np.float32),
+            "item_ids": np.asarray(item_ids).astype(str).astype(object), "item_order": np.arange(len(I)),
+            "candidate": np.asarray(candidate, bool), "alpha": float(alpha), "gamma": float(gamma),
+            "ease_B": np.asarray(ease_B, np.float32), "ease_pos": np.asarray(ease_pos, np.int64), "ease_row": ease_row}
+
+
+def recommend(spark, model: dict, users: np.ndarray, U: np.ndarray, hists: list, k: int, *,
+              users_per_partition: int = 2048):
+    """Top-k rows (:data:`ROWS`) for ``users`` (ids), their factors U (n, d) and histories (item
+    positions each rated), computed by Spark tasks: the model broadcast once, the users spread
+    over partitions of ``users_per_partition``."""
+    bc = spark.sparkContext.broadcast(model)
+    pdf = pd.DataFrame({S.COL_USER: users, "u": list(np.asarray(U, np.float32)), "hist": hists})
+    sdf = spark.createDataFrame(pdf, f"{S.COL_USER} string, u array<float>, hist array<long>")
+    n_parts = max(1, -(-len(pdf) // users_per_partition))
+    return sdf.repartition(n_parts).mapInPandas(score_partitions(bc, k), ROWS)
+
+
 def popular_rows(users: np.ndarray, seen, popular: np.ndarray, item_ids: np.ndarray, k: int,
                  block: int = 4096) -> pd.DataFrame:
     """The popularity fallback: each user's ``k`` most popular candidate items (``popular``, -inf
