@@ -33,19 +33,23 @@ CHECKS[S.RECOMMENDATIONS].update({"rank_within_k": f"{S.COL_RANK} >= 1 AND {S.CO
                                   "score_finite": f"NOT isnan({S.COL_SCORE}) AND abs({S.COL_SCORE}) < double('inf')"})
 
 
-def ensure_constraints(spark, cfg: Settings, table: str) -> list[str]:
-    """Add the CHECK constraints of ``table`` (NOT NULL columns, ranges) it lacks; returns their names."""
+def ensure_constraints(spark, cfg: Settings, table: str, dtab=None) -> list[str]:
+    """Add the CHECK constraints of ``table`` (NOT NULL columns, ranges) it lacks; returns their
+    names. ``dtab``: the table's DeltaTable when the caller has it."""
     from delta.tables import DeltaTable
 
     path = cfg.table_path(table)
-    if not is_table(spark, cfg, table):
+    if table not in CHECKS:
         return []
+    if dtab is None:
+        if not is_table(spark, cfg, table):
+            return []
+        dtab = DeltaTable.forPath(spark, path)
 
     def add() -> list[str]:
-        detail = DeltaTable.forPath(spark, path).detail().first()
-        props = detail["properties"] or {}
+        props = dtab.detail().first()["properties"] or {}
         added = []
-        for name, expr in CHECKS.get(table, {}).items():
+        for name, expr in CHECKS[table].items():
             if f"delta.constraints.{name.lower()}" not in props:
                 spark.sql(f"ALTER TABLE delta.`{path}` ADD CONSTRAINT {name} CHECK ({expr})")
                 added.append(name)
@@ -57,21 +61,21 @@ def ensure_constraints(spark, cfg: Settings, table: str) -> list[str]:
     return added
 
 
-def expire(spark, cfg: Settings, table: str, run_date: dt.date, keep_days: int) -> int:
-    """Delete ``table``'s partitions older than ``keep_days`` days before ``run_date``; returns rows deleted."""
-    from delta.tables import DeltaTable
+def expire(dtab, table: str, run_date: dt.date, keep_days: int) -> int:
+    """Delete the partitions of ``dtab`` (the DeltaTable of ``table``, partitioned by run_date)
+    older than ``keep_days`` days before ``run_date``; returns rows deleted (the DELETE's metrics)."""
     from pyspark.sql import functions as F
 
-    if keep_days <= 0 or not is_table(spark, cfg, table):
+    if keep_days <= 0:
         return 0
     cutoff = run_date - dt.timedelta(days=keep_days - 1)
-    dtab = DeltaTable.forPath(spark, cfg.table_path(table))
-    if S.COL_RUN_DATE not in dtab.toDF().columns:
-        return 0
     old = F.col(S.COL_RUN_DATE) < F.lit(cutoff)
-    n = dtab.toDF().where(old).count()
+    before = dtab.history(1).first()["version"]
+    retry_on_conflict(lambda: dtab.delete(old), what=table)
+    last = dtab.history(1).first()
+    # A DELETE that matches no partition commits nothing (or a commit without removed rows).
+    n = int((last["operationMetrics"] or {}).get("numDeletedRows", 0)) if last["version"] != before else 0
     if n:
-        retry_on_conflict(lambda: dtab.delete(old), what=table)
         log.info("%s: removed %d rows of dates before %s (keep %d days)", table, n, cutoff, keep_days)
     return n
 
@@ -85,12 +89,13 @@ def run(run_date: dt.date, *, cfg: Settings, spark, vacuum: bool = True) -> dict
     for table in S.ALL_TABLES:
         if not is_table(spark, cfg, table):
             continue
+        dtab = DeltaTable.forPath(spark, cfg.table_path(table))
+        dated = S.COL_RUN_DATE in dtab.toDF().columns
         keep = cfg.result_retention_days if table in RESULT_TABLES else (
             cfg.snapshot_retention_days if table in SNAPSHOT_TABLES else 0)
-        step = {"constraints_added": ensure_constraints(spark, cfg, table),
-                "rows_expired": expire(spark, cfg, table, run_date, keep)}
-        dtab = DeltaTable.forPath(spark, cfg.table_path(table))
-        if S.COL_RUN_DATE in dtab.toDF().columns:
+        step = {"constraints_added": ensure_constraints(spark, cfg, table, dtab),
+                "rows_expired": expire(dtab, table, run_date, keep) if dated else 0}
+        if dated:
             opt = dtab.optimize().where(f"{S.COL_RUN_DATE} = '{run_date.isoformat()}'")
             retry_on_conflict(lambda: opt.executeZOrderBy(S.COL_USER) if table == S.RECOMMENDATIONS
                               else opt.executeCompaction(), what=table)
