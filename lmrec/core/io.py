@@ -91,8 +91,10 @@ def retry_on_conflict(commit, *, what: str, retries: int = 5, also=None):
             time.sleep(0.2 * (attempt + 1))
 
 
-def write_partition(df, cfg: Settings, name: str, run_date: dt.date, *, retries: int = 5) -> None:
-    """Atomically replace partition ``run_date`` of table ``name`` with ``df``.
+def write_partition(df, cfg: Settings, name: str, run_date: dt.date, *, where: str | None = None,
+                    retries: int = 5) -> None:
+    """Atomically replace partition ``run_date`` of table ``name`` with ``df`` (only its rows
+    matching ``where`` too, when given: e.g. one job's row of the date).
 
     One Delta commit with ``replaceWhere``: a rerun replaces the date exactly, other dates are
     untouched, readers see the old or the new partition, never half of one. Concurrent runs for
@@ -101,11 +103,11 @@ def write_partition(df, cfg: Settings, name: str, run_date: dt.date, *, retries:
     from pyspark.sql import functions as F
 
     df = df.withColumn(S.COL_RUN_DATE, F.lit(run_date).cast("date"))
+    replace = f"{S.COL_RUN_DATE} = '{run_date.isoformat()}'" + (f" AND ({where})" if where else "")
     path = cfg.table_path(name)
-    retry_on_conflict(lambda: (df.write.format("delta").mode("overwrite")
-                               .option("replaceWhere", f"{S.COL_RUN_DATE} = '{run_date.isoformat()}'")
-                               .partitionBy(S.COL_RUN_DATE)
-                               .save(path)), what=name, retries=retries)
+    retry_on_conflict(lambda: (df.write.format("delta").mode("overwrite").option("replaceWhere", replace)
+                               .partitionBy(S.COL_RUN_DATE).save(path)),
+                      what=name, retries=retries, also=lambda exc: "already exists" in str(exc).lower())
 
 
 def table_counts(cfg: Settings, spark, run_date: dt.date | None = None) -> list[tuple[str, str, int]]:
@@ -169,9 +171,5 @@ def record_run(spark, cfg: Settings, run_date: dt.date, job: str, *, status: str
                            T.StructField("detail", T.StringType())])
     row = (run_date, job, status, round(float(seconds), 3), version,
            type(error).__name__ if error is not None else None, json.dumps(detail, sort_keys=True))
-    df = spark.createDataFrame([row], schema)
-    where = f"{S.COL_RUN_DATE} = '{run_date.isoformat()}' AND job = '{job}'"
-    retry_on_conflict(lambda: (df.write.format("delta").mode("overwrite").option("replaceWhere", where)
-                               .partitionBy(S.COL_RUN_DATE).save(cfg.table_path(S.RUN_SUMMARY))),
-                      what=S.RUN_SUMMARY, also=lambda exc: "already exists" in str(exc).lower())
+    write_partition(spark.createDataFrame([row], schema), cfg, S.RUN_SUMMARY, run_date, where=f"job = '{job}'")
 
