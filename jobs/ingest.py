@@ -34,7 +34,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -
                 continue
             raise SourceError(f"source file {source.rstrip('/')}/{stem}.csv (or .parquet) not found")
         path, fmt = found
-        frame = read_source(spark, path, fmt, stem).cache()
+        frame = read_source(spark, path, fmt, stem)  # cached
         raw[stem] = (path, frame)
     try:
         return _validate_and_write(spark, cfg, run_date, raw)

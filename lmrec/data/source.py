@@ -36,7 +36,8 @@ class FileCounts:
 
 def read_source(spark, path: str, fmt: str, stem: str):
     """Read one source file as all-string columns plus ``_raw`` (the record as read),
-    ``_corrupt_record`` (set for malformed CSV lines) and ``_order``.
+    ``_corrupt_record`` (set for malformed CSV lines), ``_order`` and ``line``: a cached frame
+    (the caller clears the cache when done), the file read once.
 
     Raises:
         SourceError: a required column is missing (the message names file and column).
@@ -61,7 +62,9 @@ def read_source(spark, path: str, fmt: str, stem: str):
     else:
         df = spark.read.parquet(path)
         df = df.select(*[F.col(c).cast("string").alias(c) for c in header]).withColumn(CORRUPT, F.lit(None).cast("string"))
-    df = _with_line_numbers(df.withColumn(ORDER, F.monotonically_increasing_id()), header, fmt)
+    # The file is read once: into this cache, which the line numbers' partition counts fill.
+    base = df.withColumn(ORDER, F.monotonically_increasing_id()).cache()
+    df = _with_line_numbers(base, header, fmt)
     raw_json = F.to_json(F.struct(*[F.col(c) for c in header]))
     df = df.withColumn(RAW, F.coalesce(F.col(CORRUPT), raw_json))
     for c in optional:
@@ -69,7 +72,10 @@ def read_source(spark, path: str, fmt: str, stem: str):
             df = df.withColumn(c, F.lit(None).cast("string"))
     extras = [c for c in header if c not in required and c not in optional]
     attrs = F.to_json(F.create_map(*[x for c in extras for x in (F.lit(c), F.col(c))])) if extras else F.lit(None)
-    return df.withColumn(S.COL_ATTRIBUTES, attrs.cast("string"))
+    out = df.withColumn(S.COL_ATTRIBUTES, attrs.cast("string")).cache()
+    out.count()  # materialised from ``base``, which can then go
+    base.unpersist()
+    return out
 
 
 def _with_line_numbers(df, header: list[str], fmt: str):
