@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 # Logical date of `make run`: yesterday (UTC), as the nightly schedule would run it.
 DATE ?= $(shell date -u -d yesterday +%F)
 # `make test` leaves out tests marked slow (two more whole-DAG runs); `make test-all` runs them too.
-PYTEST_ARGS ?= -m "not slow"
+PYTEST_ARGS ?= -m "not slow" --durations=25
 
 .PHONY: help check venv run pipeline demo-source airflow-db test test-all bench bench-scale airflow backfill clean
 help:
