@@ -19,9 +19,10 @@ _BECAUSE_ELEMS = 1 << 23  # users x k x history (and x d) elements per batched s
 
 def top_k(scores, k: int, item_order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` columns per row of ``scores`` (B, n; NumPy or torch), best first, ties broken by
-    lower ``item_order`` (default: column index), exactly. ``torch.topk`` selects; the rare rows
-    with more than k scores at or above their k-th value (ties across the cut, or fewer than k
-    finite scores) are redone exactly; ties inside the k are ordered by ``item_order``.
+    lower ``item_order`` (default: column index), exactly. One ``torch.topk`` of k+1 per block: a
+    row whose k-th and (k+1)-th values differ has its top-k set decided; the rare rows where they
+    are equal and finite (a tie across the cut) are redone exactly; ties inside the k are ordered
+    by ``item_order``. -inf entries sort last in any order.
 
     Returns:
         (columns (B, k), their scores (B, k)) as NumPy arrays.
@@ -31,9 +32,10 @@ def top_k(scores, k: int, item_order: np.ndarray | None = None) -> tuple[np.ndar
     t = torch.as_tensor(scores)
     n = t.shape[1]
     k = min(k, n)
-    vals, cols = torch.topk(t, k, dim=1)
-    crowded = torch.nonzero((t >= vals[:, -1:]).sum(1) > k).flatten().numpy()
-    cols, vals, s = cols.numpy().copy(), vals.numpy().copy(), t.numpy()
+    vals, cols = torch.topk(t, min(k + 1, n), dim=1)
+    cols, vals, s = cols.numpy()[:, :k].copy(), vals.numpy(), t.numpy()
+    crowded = np.flatnonzero((vals[:, k - 1] == vals[:, k]) & np.isfinite(vals[:, k - 1])) if n > k else []
+    vals = vals[:, :k].copy()
     order = np.arange(n) if item_order is None else np.asarray(item_order)
     for r in crowded:
         c = np.flatnonzero(s[r] >= vals[r, -1])
@@ -102,21 +104,23 @@ def block_scores(m: dict, U: np.ndarray, indptr: np.ndarray, indices: np.ndarray
                 warnings.simplefilter("ignore", UserWarning)
                 X = X.to_sparse_csr()
             scores.index_add_(1, m["ease_pos"], torch.sparse.mm(X, m["ease_B"]), alpha=m["gamma"])
-    scores += m["mask"]
+    if m["mask"] is not None:
+        scores += m["mask"]
     scores[torch.from_numpy(rows), torch.from_numpy(indices)] = -torch.inf
     return scores
 
 
 def as_tensors(m: dict) -> dict:
     """The broadcast model as torch tensors (no copies of the float32 arrays) plus the 0/-inf
-    candidate mask."""
+    candidate mask (None when every item is a candidate)."""
     import torch
 
     t = dict(m)
     for key in ("I", "beta", "I_norm", "ease_B"):
         t[key] = torch.from_numpy(np.ascontiguousarray(m[key], dtype=np.float32))
     t["ease_pos"] = torch.from_numpy(np.asarray(m["ease_pos"], dtype=np.int64))
-    t["mask"] = torch.from_numpy(np.where(m["candidate"], 0.0, -np.inf).astype(np.float32))
+    t["mask"] = (None if np.all(m["candidate"]) else
+                 torch.from_numpy(np.where(m["candidate"], 0.0, -np.inf).astype(np.float32)))
     t["n_items"] = len(m["item_ids"])
     return t
 
