@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ K = 10
 RANK = 64
 CORES = os.cpu_count() or 1
 log = logging.getLogger("bench.scoring")
+warnings.filterwarnings("ignore", message="Sparse", category=UserWarning)
 
 
 def fit_als(spark, ratings: pd.DataFrame, max_iter: int):
@@ -99,7 +101,6 @@ def bench(spark, name, ratings: pd.DataFrame, max_iter: int) -> list[tuple]:
     X = sp.csr_matrix((np.ones(len(ratings), np.float32), (ratings["u"], ratings["i"])), shape=(n_u, n_i))
     X.sum_duplicates()
     X.data[:] = 1.0
-    hists = [X.indices[X.indptr[u]:X.indptr[u + 1]].tolist() for u in range(n_u)]
     users = np.array([str(u) for u in range(n_u)], dtype=object)
     ids = np.array([str(i) for i in range(n_i)], dtype=object)
     plain = kernel_model(I, np.zeros(n_i, np.float32), ids, np.ones(n_i, bool), alpha=1.0, gamma=0.0,
@@ -118,10 +119,10 @@ def bench(spark, name, ratings: pd.DataFrame, max_iter: int) -> list[tuple]:
     timed(rows, name, f"implicit {implicitversion()} batch recommend (all users, {CORES} threads)",
           lambda: implicit_recommend(U, I, X))
     timed(rows, name, "lmrec score kernel, factors (Spark tasks, exact ties, because_item_id)",
-          lambda: noop(recommend(spark, plain, users, U, hists, K)))
+          lambda: noop(recommend(spark, plain, users, U, X, K)))
     timed(rows, name, f"torch floor, factors (1 process, {CORES} threads)", lambda: torch_floor(U, I, X))
     timed(rows, name, "lmrec score kernel, factors + EASE (the champion's blend)",
-          lambda: noop(recommend(spark, blend, users, U, hists, K)))
+          lambda: noop(recommend(spark, blend, users, U, X, K)))
     timed(rows, name, "torch floor, factors + EASE", lambda: torch_floor(U, I, X, B=B, ease_pos=ease_pos))
     return rows
 

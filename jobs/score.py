@@ -99,10 +99,9 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
         ease_pos = params.ease_items[params.ease_items < data.n_items]
         model = kernel_model(I, beta, data.item_ids, candidate, alpha=params.alpha, gamma=params.gamma,
                              ease_B=params.ease_B[: len(ease_pos), : len(ease_pos)], ease_pos=ease_pos)
-        hist = [X.indices[X.indptr[u]:X.indptr[u + 1]].tolist() for u in mu_idx]
-        log.info("score %s: user and item factors and histories in %.1fs; scoring %d users in partitions of %d",
+        log.info("score %s: user and item factors in %.1fs; scoring %d users in partitions of %d",
                  run_date, time.perf_counter() - t0, len(mu_idx), USERS_PER_PARTITION)
-        recs = recommend(spark, model, users[modelled].to_numpy(), U, hist, top_k,
+        recs = recommend(spark, model, users[modelled].to_numpy(), U, X[mu_idx], top_k,
                          users_per_partition=USERS_PER_PARTITION)
         parts.append(recs.withColumn(S.COL_MODEL_VERSION, F.lit(version)))
     if (~modelled).any():

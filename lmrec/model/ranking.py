@@ -147,27 +147,29 @@ def set_task_threads() -> None:
         torch.set_num_threads(max(1, int(tc.cpus())))
 
 
-def score_block(m: dict, users: np.ndarray, U: np.ndarray, hists, k: int) -> pd.DataFrame:
-    """Recommendation rows for one block: users, their factors (B, d) and histories (item
-    positions rated by D)."""
-    lengths = np.fromiter(map(len, hists), dtype=np.int64, count=len(hists))
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    indices = np.concatenate(hists).astype(np.int64) if lengths.sum() else np.zeros(0, np.int64)
+def score_block(m: dict, users: np.ndarray, U: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
+                k: int) -> pd.DataFrame:
+    """Recommendation rows for one block: users, their factors (B, d) and histories (the item
+    positions each rated by D, ``indices[indptr[r]:indptr[r+1]]`` for user r)."""
     cols, vals = top_k_block(block_scores(m, U, indptr, indices), k, m["item_order"])
     return _rows(users, cols, vals, because(cols, indptr, indices, m["I_norm"]), m["item_ids"])
 
 
-def score_partitions(bc, k: int):
-    """A ``mapInPandas`` function: users (user_id, u (d,), hist (list of item positions)) -> rows."""
+def score_partitions(bc, k: int, users_per_partition: int, block: int = BLOCK):
+    """A ``mapInPandas`` function over partition numbers (``id``): partition p scores the users
+    p·n .. (p+1)·n-1 of the broadcast (their ids, factors and histories), ``block`` at a time."""
 
     def fn(batches):
         set_task_threads()
         m = as_tensors(bc.value)
+        ptr, idx = m["seen_indptr"], m["seen_indices"]
         for pdf in batches:
-            for s in range(0, len(pdf), BLOCK):
-                b = pdf.iloc[s:s + BLOCK]
-                U = np.stack(b["u"].to_numpy()).astype(np.float32)
-                yield score_block(m, b[S.COL_USER].to_numpy(), U, b["hist"].to_list(), k)
+            for p in pdf["id"].tolist():
+                end = min((p + 1) * users_per_partition, len(m["users"]))
+                for s in range(p * users_per_partition, end, block):
+                    e = min(s + block, end)
+                    yield score_block(m, m["users"][s:e], m["U"][s:e], ptr[s:e + 1] - ptr[s],
+                                      idx[ptr[s]:ptr[e]].astype(np.int64), k)
 
     return fn
 
@@ -189,16 +191,19 @@ def kernel_model(I: np.ndarray, beta: np.ndarray, item_ids: np.ndarray, candidat
             "ease_B": np.asarray(ease_B, np.float32), "ease_pos": np.asarray(ease_pos, np.int64), "ease_row": ease_row}
 
 
-def recommend(spark, model: dict, users: np.ndarray, U: np.ndarray, hists: list, k: int, *,
-              users_per_partition: int = 2048):
-    """Top-k rows (:data:`ROWS`) for ``users`` (ids), their factors U (n, d) and histories (item
-    positions each rated), computed by Spark tasks: the model broadcast once, the users spread
-    over partitions of ``users_per_partition``."""
-    bc = spark.sparkContext.broadcast(model)
-    pdf = pd.DataFrame({S.COL_USER: users, "u": list(np.asarray(U, np.float32)), "hist": hists})
-    sdf = spark.createDataFrame(pdf, f"{S.COL_USER} string, u array<float>, hist array<long>")
-    n_parts = max(1, -(-len(pdf) // users_per_partition))
-    return sdf.repartition(n_parts).mapInPandas(score_partitions(bc, k), ROWS)
+def recommend(spark, model: dict, users: np.ndarray, U: np.ndarray, seen, k: int, *,
+              users_per_partition: int = 2048, block: int = BLOCK):
+    """Top-k rows (:data:`ROWS`) for ``users`` (ids), their factors U (n, d) and what each rated
+    (``seen``: CSR (n, n_items), row r = user r), computed by Spark tasks: the model, the factors
+    and the histories broadcast once (no shuffle of user rows), partition p scoring users
+    p·n .. (p+1)·n-1 for n = ``users_per_partition``, ``block`` users per matrix multiply."""
+    seen = seen.tocsr()
+    payload = dict(model, users=np.asarray(users).astype(str).astype(object), U=np.asarray(U, np.float32),
+                   seen_indptr=seen.indptr.astype(np.int64), seen_indices=seen.indices.astype(np.int32))
+    bc = spark.sparkContext.broadcast(payload)
+    n_parts = max(1, -(-len(users) // users_per_partition))
+    return (spark.range(n_parts, numPartitions=n_parts)
+            .mapInPandas(score_partitions(bc, k, users_per_partition, block), ROWS))
 
 
 def popular_rows(users: np.ndarray, seen, popular: np.ndarray, item_ids: np.ndarray, k: int,

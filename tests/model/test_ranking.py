@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lmrec.core import schema as S
@@ -54,7 +55,8 @@ def test_score_block_equals_bruteforce(alpha, gamma):
     hists = [np.sort(rng.choice(n, rng.integers(0, 12), replace=False)) for _ in range(n_users)]
     hists[4] = np.arange(n)  # rated everything: no row at all
     users = np.array([f"u{r}" for r in range(n_users)], dtype=object)
-    got = ranking.score_block(ranking.as_tensors(m), users, U, hists, k)
+    indptr = np.concatenate([[0], np.cumsum([len(h) for h in hists])])
+    got = ranking.score_block(ranking.as_tensors(m), users, U, indptr, np.concatenate(hists).astype(np.int64), k)
 
     expect = []
     for r, h in enumerate(hists):
@@ -72,6 +74,25 @@ def test_score_block_equals_bruteforce(alpha, gamma):
     assert [t[:4] for t in got.itertuples(index=False, name=None)] == [t[:4] for t in expect]
     assert got[S.COL_BECAUSE].tolist() == [t[4] for t in expect]
     assert "u4" not in set(got[S.COL_USER])
+
+
+@pytest.mark.spark
+def test_spark_partitions_and_blocks_equal_one_block(spark):
+    """recommend() over many partitions (and blocks inside them) = one block of every user."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(4)
+    n, d, k, n_users = 40, 5, 6, 53
+    m = _model(rng, n, d, alpha=1.0, gamma=0.5)
+    U = rng.integers(-2, 3, (n_users, d)).astype(np.float32)
+    seen = sp.random(n_users, n, density=0.15, format="csr", random_state=5)
+    seen.data[:] = 1
+    users = np.array([f"u{r}" for r in range(n_users)], dtype=object)
+    whole = ranking.score_block(ranking.as_tensors(m), users, U, seen.indptr, seen.indices.astype(np.int64), k)
+    got = ranking.recommend(spark, m, users, U, seen, k, users_per_partition=10, block=4).toPandas()
+    key = [S.COL_USER, S.COL_RANK]
+    pd.testing.assert_frame_equal(got.sort_values(key).reset_index(drop=True),
+                                  whole.sort_values(key).reset_index(drop=True), check_dtype=False)
 
 
 def test_because_chunks_long_histories(monkeypatch):
