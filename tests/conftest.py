@@ -14,6 +14,15 @@ D2 = dt.date(2024, 6, 29)
 D3 = dt.date(2024, 6, 30)
 
 
+def free_port() -> int:
+    """A TCP port free on loopback now (for servers the tests start)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def make_cfg(home: Path, **overrides):
     from lmrec.core.settings import Settings
 

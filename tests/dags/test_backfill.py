@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import pytest
 
 from lmrec.core import schema as S
 from lmrec.data.demo import write_demo
+from tests.conftest import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 REPO = Path(__file__).resolve().parents[2]
@@ -33,12 +33,6 @@ DATES = [LAST - dt.timedelta(days=n) for n in range(5, -1, -1)]
 LMREC_ENV = {"LMREC_SPARK_UI": "0", "LMREC_SHUFFLE_PARTITIONS": "2", "LMREC_DRIVER_MEMORY": "2g",
              "LMREC_TRAIN_EPOCHS": "2", "LMREC_TRAIN_ALS": "0", "LMREC_OPTIMIZE": "0", "LMREC_TASK_RETRIES": "0",
              "LMREC_SOURCE_WAIT_MINUTES": "0"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _recommendations(home: Path) -> dict:
@@ -85,7 +79,7 @@ def test_backfill_of_six_dates_four_at_a_time_equals_one_at_a_time(tmp_path):
     write_demo(src, users=60, items=80, ratings_per_user=18, days=6, end_date=LAST)
 
     home = tmp_path / "backfill"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **LMREC_ENV, "LMREC_HOME": str(home), "LMREC_SOURCE": str(src),
            "AIRFLOW_HOME": str(home / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",

@@ -30,7 +30,8 @@ import yaml
 
 from lmrec.core import schema as S
 from tests.conftest import D3
-from tests.infra.conftest import S3_KEYS, free_port
+from tests.conftest import free_port
+from tests.infra.conftest import S3_KEYS
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark, pytest.mark.airflow]
 REPO = Path(__file__).resolve().parents[2]
