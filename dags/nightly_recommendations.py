@@ -55,7 +55,7 @@ def job_task(job):
                   outlets=[asset(t) for t in job.outputs], pool=CFG.spark_pool, depends_on_past=job.in_date_order,
                   # train of D also waits for the gate of D-1 (its direct downstream): the champion
                   # as of D is only known once the previous date's gate has decided.
-                  wait_for_downstream=job.in_date_order)
+                  wait_for_downstream=job.after_previous_downstream)
     if CFG.runner == "spark-submit":
         from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 

@@ -29,18 +29,21 @@ class Job:
     timeout_minutes: int  # Airflow execution timeout of its task
     gpu: bool = False  # gets the GPU executor settings and the torch daemon
     options: tuple[str, ...] = ()  # run options it takes besides --date and --source (see OPTIONS)
-    in_date_order: bool = False  # runs only after its own run of the previous date (the model chain)
+    in_date_order: bool = False  # runs only after its own run of the previous date succeeded
+    after_previous_downstream: bool = False  # ... and after that run's direct downstream tasks
 
 
 # The pipeline's order; the DAG wires embed_items and embed_users in parallel.
 JOBS: tuple[Job, ...] = (
     Job("ingest", (S.RATINGS_RAW, S.ITEMS_RAW, S.USER_TEXT_RAW, S.QUARANTINE), 60),
-    Job("rating_matrix", (S.RATING_MATRIX, S.USER_INDEX, S.ITEM_INDEX), 60),
+    # New ids get the next integers: in date order, so they are numbered as one-at-a-time runs
+    # number them (splits and training depend on the numbering; found by the six-date backfill).
+    Job("rating_matrix", (S.RATING_MATRIX, S.USER_INDEX, S.ITEM_INDEX), 60, in_date_order=True),
     Job("embed_items", (S.ITEM_EMBEDDINGS,), 180, gpu=True, options=("full_refresh",)),
     Job("embed_users", (S.USER_EMBEDDINGS,), 180, gpu=True, options=("full_refresh",)),
-    # The model of D depends on the champion as of D: train and gate run in date order, so a
-    # backfill's concurrent runs give what the same dates run one at a time give.
-    Job("train", (), 180, gpu=True, options=("retrain",), in_date_order=True),
+    # The model of D depends on the champion as of D: train of D runs after the gate of D-1 has
+    # decided, so a backfill's concurrent runs give what the same dates run one at a time give.
+    Job("train", (), 180, gpu=True, options=("retrain",), in_date_order=True, after_previous_downstream=True),
     Job("gate", (S.MODEL_LEDGER,), 60, in_date_order=True),
     Job("score", (S.RECOMMENDATIONS_STAGING,), 120, options=("top_k",)),
     Job("validate", (S.RECOMMENDATIONS,), 60, options=("top_k",)),

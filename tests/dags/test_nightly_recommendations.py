@@ -45,7 +45,8 @@ def test_dag_imports_nothing_heavy_and_wires_tasks(tmp_path):
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'pyspark', 'torch', 'mlflow', 'transformers'})\n"
         "print(json.dumps({'errors': {k: str(v) for k, v in b.import_errors.items()}, 'heavy': heavy,\n"
         "  'edges': {t.task_id: sorted(t.downstream_task_ids) for t in d.tasks}, 'catchup': d.catchup,\n"
-        "  'ordered': sorted(t.task_id for t in d.tasks if t.depends_on_past and t.wait_for_downstream),\n"
+        "  'ordered': sorted(t.task_id for t in d.tasks if t.depends_on_past),\n"
+        "  'after_downstream': sorted(t.task_id for t in d.tasks if t.wait_for_downstream),\n"
         "  'schedule': type(d.timetable).__name__, 'cron': d.timetable._expression, 'start': str(d.start_date), 'params': sorted(d.params.keys())}))\n")
     out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     info = json.loads(out.stdout.strip().splitlines()[-1])
@@ -56,9 +57,10 @@ def test_dag_imports_nothing_heavy_and_wires_tasks(tmp_path):
         "ingest": ["rating_matrix"], "rating_matrix": ["embed_items", "embed_users"], "embed_items": ["train"],
         "embed_users": ["train"], "train": ["gate"], "gate": ["score"], "score": ["validate"], "validate": []}
     assert info["catchup"] is False and info["start"].startswith("1995")
-    # The model chain: train of D waits for train and gate of D-1, gate of D for gate and score of D-1
-    # (found by the six-date backfill: train of D ran before the gate of D-1 had promoted).
-    assert info["ordered"] == ["gate", "train"]
+    # Date order (found by the six-date backfill): rating_matrix numbers new ids as one-at-a-time
+    # runs do; train of D waits for the gate of D-1 (it ran before that gate had promoted).
+    assert info["ordered"] == ["gate", "rating_matrix", "train"]
+    assert info["after_downstream"] == ["train"]
     # The run for D starts after D ends (data interval = day D), never while D is still running.
     assert info["schedule"] == "CronDataIntervalTimetable" and info["cron"] == "0 0 * * *"
     assert info["params"] == ["full_refresh", "retrain", "source", "top_k"]
