@@ -65,6 +65,9 @@ def _completed_apps(status_url: str, wait_s: float = 60) -> list[str]:
         time.sleep(1)
 
 
+# 8.5 of make test's 28 minutes: in the slow set (make test-all), like the production-parity test that
+# runs the whole DAG on the same cluster.
+@pytest.mark.slow
 def test_standalone_cluster_on_object_storage_equals_local(tmp_path, demo_source, spark_cluster, s3_server):
     # Both runs at once (independent homes): most of their time is JVM and Delta latency, not CPU.
     local_run = _start_jobs(tmp_path / "local", demo_source, SPARK_MASTER="local[2]")
