@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_result, PeakMemory, bench_settings, require_ml_small  # noqa: E402
 from lmrec.core import schema as S  # noqa: E402
 from lmrec.core.spark import get_spark  # noqa: E402
-from lmrec.model.baselines import ease_matrix  # noqa: E402
+from lmrec.model.baselines import ease_matrix, interactions  # noqa: E402
 from lmrec.model.ranking import kernel_model, recommend  # noqa: E402
 
 K = 10
@@ -98,9 +98,8 @@ def bench(spark, name, ratings: pd.DataFrame, max_iter: int) -> list[tuple]:
     I = np.zeros((n_i, RANK), np.float32)
     U[uf["id"].to_numpy()] = np.stack(uf["features"].to_numpy())
     I[itf["id"].to_numpy()] = np.stack(itf["features"].to_numpy())
-    X = sp.csr_matrix((np.ones(len(ratings), np.float32), (ratings["u"], ratings["i"])), shape=(n_u, n_i))
-    X.sum_duplicates()
-    X.data[:] = 1.0
+    X = interactions(ratings.rename(columns={"u": S.COL_USER_IDX, "i": S.COL_ITEM_IDX}), n_u, n_i)
+    X.data[:] = 1.0  # a pair rated twice counts once
     users = np.array([str(u) for u in range(n_u)], dtype=object)
     ids = np.array([str(i) for i in range(n_i)], dtype=object)
     plain = kernel_model(I, np.zeros(n_i, np.float32), ids, np.ones(n_i, bool), alpha=1.0, gamma=0.0,

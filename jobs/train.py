@@ -123,8 +123,8 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
             mlflow.log_metrics({f"{name}.{k}": v for k, v in scalars(m).items()})
         for e, loss, ndcg in zip(history["epoch"], history["loss"], history["val_ndcg_at_10"]):
             mlflow.log_metrics({"train.loss": loss, "train.val_ndcg_at_10": ndcg}, step=e)
-        mlflow.log_params({"rating.chosen_reg": rc.reg, "rating.chosen_epochs": rc.epochs})
-        mlflow.log_metrics({f"rating.val_rmse.reg_{reg}": v[0] for reg, v in rating_tried.items()})
+        mlflow.log_params({"rating.chosen_reg": rc.reg, "rating.chosen_text_reg": rc.text_reg, "rating.chosen_epochs": rc.epochs})
+        mlflow.log_metrics({f"rating.val_rmse.reg_{reg:g}.text_reg_{t:g}": v[0] for (reg, t), v in rating_tried.items()})
         table = pd.DataFrame({n: scalars(m) for n, m in results.items()}).T
         table.to_csv(tmp / "metrics.csv")
         mlflow.log_artifact(str(tmp / "metrics.csv"))

@@ -45,10 +45,10 @@ def top_k(scores, k: int, item_order: np.ndarray | None = None) -> tuple[np.ndar
     return np.take_along_axis(cols, idx, 1), np.take_along_axis(vals, idx, 1)
 
 
-def top_k_block(scores, k: int, item_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def top_k_block(scores, k: int, item_order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`top_k` with -inf entries never returned (rows may get fewer than k): (columns (B, k)
     with -1 padding, scores)."""
-    cols, vals = top_k(scores, k, item_idx)
+    cols, vals = top_k(scores, k, item_order)
     cols[~np.isfinite(vals)] = -1
     return cols, vals
 
@@ -88,7 +88,7 @@ def block_scores(m: dict, U: np.ndarray, indptr: np.ndarray, indices: np.ndarray
     rated by D) at -inf. ``m`` holds torch tensors (:func:`as_tensors`)."""
     import torch
 
-    B, n = len(U), m["n_items"]
+    B, n = len(U), m["I"].shape[0]
     if m["alpha"]:
         scores = torch.addmm(m["beta"], torch.from_numpy(U), m["I"].T, alpha=m["alpha"], beta=m["alpha"])
     else:
@@ -121,7 +121,6 @@ def as_tensors(m: dict) -> dict:
     t["ease_pos"] = torch.from_numpy(np.asarray(m["ease_pos"], dtype=np.int64))
     t["mask"] = (None if np.all(m["candidate"]) else
                  torch.from_numpy(np.where(m["candidate"], 0.0, -np.inf).astype(np.float32)))
-    t["n_items"] = len(m["item_ids"])
     return t
 
 
@@ -151,7 +150,7 @@ def score_block(m: dict, users: np.ndarray, U: np.ndarray, indptr: np.ndarray, i
                 k: int) -> pd.DataFrame:
     """Recommendation rows for one block: users, their factors (B, d) and histories (the item
     positions each rated by D, ``indices[indptr[r]:indptr[r+1]]`` for user r)."""
-    cols, vals = top_k_block(block_scores(m, U, indptr, indices), k, m["item_order"])
+    cols, vals = top_k_block(block_scores(m, U, indptr, indices), k)
     return _rows(users, cols, vals, because(cols, indptr, indices, m["I_norm"]), m["item_ids"])
 
 
@@ -186,7 +185,7 @@ def kernel_model(I: np.ndarray, beta: np.ndarray, item_ids: np.ndarray, candidat
     ease_row[ease_pos] = np.arange(len(ease_pos))
     return {"I": np.asarray(I, np.float32), "beta": np.asarray(beta, np.float32),
             "I_norm": (I / np.clip(np.linalg.norm(I, axis=1, keepdims=True), 1e-9, None)).astype(np.float32),
-            "item_ids": np.asarray(item_ids).astype(str).astype(object), "item_order": np.arange(len(I)),
+            "item_ids": np.asarray(item_ids).astype(str).astype(object),
             "candidate": np.asarray(candidate, bool), "alpha": float(alpha), "gamma": float(gamma),
             "ease_B": np.asarray(ease_B, np.float32), "ease_pos": np.asarray(ease_pos, np.int64), "ease_row": ease_row}
 

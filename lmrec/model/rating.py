@@ -12,8 +12,8 @@ the same thing). h̄_u is the mean text vector of N, s_u the user's own text. It
 are rated from their text (q_i = 0, b_i = 0), users without ratings from their text.
 
 Training: Adam on MSE with L2 on the rows a batch uses, fixed seeds; the epoch with the best
-validation RMSE is kept (patience ``patience``), and the L2 strength is chosen on validation from
-``reg_grid`` (:func:`select_rating_model`). Predictions are clipped to the rating scale.
+validation RMSE is kept (patience ``patience``), and the L2 strengths (factor rows, text
+projections) are chosen on validation (:func:`select_rating_model`). Predictions are clipped to the rating scale.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ class RatingConfig:
     bias_reg: float = 0.02  # L2 on the user and item biases, per rating
     optimizer: str = "sgd"  # sgd (with momentum) | adam; Adam overfits rare items' rows here
     momentum: float = 0.9
-    text_reg: float = 1e-4  # weight decay of the text projections
+    text_reg: float = 1e-4  # weight decay of the text projections (W_I, W_U, W_H, w)
+    text_reg_grid: tuple = (1e-4, 1e-2, 1.0)  # weight decays tried on validation after reg (1.0: text nearly off)
     epoch_samples: int = 4_000_000  # an epoch visits at most this many (seeded, shuffled) ratings
     seed: int = S.SEED
     device: str = "cpu"
@@ -273,17 +274,29 @@ def _export(net, mu, r_min, r_max) -> RatingParams:
 
 def select_rating_model(fit: pd.DataFrame, val: pd.DataFrame, *, cfg: RatingConfig,
                         **kw) -> tuple[RatingConfig, dict, RatingParams]:
-    """The L2 strength of ``cfg.reg_grid`` and the epoch count with the best validation RMSE
-    (models fit on ``fit``). Returns (the chosen config, {reg: (best val RMSE, best epoch)}, the
-    chosen model as fit on ``fit``)."""
+    """The L2 strengths and the epoch count with the best validation RMSE (models fit on ``fit``),
+    by coordinate search: ``reg`` over ``cfg.reg_grid`` at ``cfg.text_reg``, then the text
+    projections' weight decay over ``cfg.text_reg_grid`` at the chosen ``reg`` (a large decay turns
+    the text parts off, so validation decides whether the text earns its place). Returns (the
+    chosen config, {(reg, text_reg): (best val RMSE, best epoch)}, the chosen model as fit on ``fit``)."""
     import dataclasses
 
     tried, best = {}, None
+
+    def trial(c: RatingConfig):
+        nonlocal best
+        key = (c.reg, c.text_reg)
+        if key in tried:
+            return
+        params, hist = fit_rating_model(fit, val=val, cfg=c, **kw)
+        tried[key] = (hist["best_val_rmse"], hist["best_epoch"])
+        log.info("rating model reg %.3g, text_reg %.3g: validation RMSE %.4f at epoch %d", *key, *tried[key])
+        if best is None or tried[key][0] < tried[best[0]][0]:
+            best = (key, params)
+
     for reg in cfg.reg_grid:
-        params, hist = fit_rating_model(fit, val=val, cfg=dataclasses.replace(cfg, reg=reg), **kw)
-        tried[reg] = (hist["best_val_rmse"], hist["best_epoch"])
-        log.info("rating model reg %.3g: validation RMSE %.4f at epoch %d", reg, *tried[reg])
-        if best is None or tried[reg][0] < tried[best[0]][0]:
-            best = (reg, params)
-    reg = best[0]
-    return dataclasses.replace(cfg, reg=reg, epochs=tried[reg][1]), tried, best[1]
+        trial(dataclasses.replace(cfg, reg=reg))
+    for text_reg in cfg.text_reg_grid:
+        trial(dataclasses.replace(cfg, reg=best[0][0], text_reg=text_reg))
+    (reg, text_reg), params = best
+    return dataclasses.replace(cfg, reg=reg, text_reg=text_reg, epochs=tried[best[0]][1]), tried, params
