@@ -1,12 +1,27 @@
-"""Quality on ml-latest-small: per-user random 75/25 split (seed 42), k = 10, seen items removed;
-every model in one table, plus the cold-item protocol (20% of items held out entirely).
+"""Ranking quality on ml-latest-small and Amazon Musical Instruments (5-core), one protocol for
+every model, the train job's: per-user random fit / validation / test parts 70/10/20
+(``harness.protocol_split``, seed 42). Every model is fit on the fit part for each point of its
+grid and picks its knobs by validation NDCG@10; it is reported once, on the test part, ranking every
+item the user rated in neither fit nor validation (as train and gate do). Intervals: paired bootstrap
+(1,000 resamples of test users) of the lmrec scorer's NDCG@10 minus the model's.
 
-    .venv/bin/python benchmarks/quality.py            # writes benchmarks/results/quality.md
+Profiles see only texts about fit pairs (``lmrec.text.profiles``): never a review or tag about a
+validation or test pair. Amazon items have no catalogue text: an item is known by its fit reviews.
+
+Models: the lmrec scorer (EASE λ, epochs and blend chosen on validation), its neural part alone,
+the same two without any text (the language model's share on warm users), EASE (λ on the grid
+that scales with the data; the scorer's own EASE part), collective EASE with the MiniLM item vectors
+as side information (Jeunen et al., RecSys 2020; side weight on validation at EASE's λ), item-kNN
+(neighbours, shrinkage), Spark ALS implicit (rank, reg), popularity, text only. Then cold items:
+20% of the items held out entirely, ranked among themselves (the scorer without EASE vs text only).
+
+    .venv/bin/python benchmarks/quality.py [ml-small|amazon ...]   # writes benchmarks/results/quality.md
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import sys
 import time
@@ -17,85 +32,127 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_result, ML_DATE, bench_settings, ml_small_warehouse  # noqa: E402
-from lmrec.model import baselines as B  # noqa: E402
+from benchmarks.common import bench_settings, load, text_vectors, write_result  # noqa: E402
 from lmrec.core import schema as S  # noqa: E402
-from lmrec.model.evaluation import cold_item_split, mae, random_split, ranking_metrics, rmse  # noqa: E402
-from lmrec.model.training_data import load_training_data  # noqa: E402
-from lmrec.model.scorer import ScorerConfig, fit_scorer, histories, make_score_fn, predict_ratings  # noqa: E402
-from lmrec.core.spark import get_spark  # noqa: E402
-from lmrec.model.harness import als_score_fn  # noqa: E402
+from lmrec.model import baselines as B  # noqa: E402
+from lmrec.model.evaluation import cold_item_split, paired_bootstrap, ranking_metrics  # noqa: E402
+from lmrec.model.harness import als_score_fn, ease_part, protocol_split  # noqa: E402
+from lmrec.model.scorer import ScorerConfig, fit_scorer, histories, make_score_fn  # noqa: E402
 
 K = 10
-COLS = ["ndcg_at_10", "precision_at_10", "recall_at_10", "map_at_10", "rmse"]
+COLS = [f"ndcg_at_{K}", f"precision_at_{K}", f"recall_at_{K}", f"map_at_{K}"]
+log = logging.getLogger("bench.quality")
 
 
-def fit_scorer_protocol(train, data, cfg):
-    """Early stopping and blend on an inner 90/10 split of train, then refit on all of train."""
-    inner, val = random_split(train, 0.9, seed=cfg.seed + 1)
-    kw = dict(n_users=data.n_users, n_items=data.n_items, item_text=data.item_text, user_text=data.user_text,
-              rating_max=data.rating_max, cfg=cfg)
-    _, hist = fit_scorer(inner, val=val, **kw)
-    params, _ = fit_scorer(train, epochs=hist["best_epoch"], blend=hist["blend"], **kw)
-    return params, hist
+class Table:
+    """Test-part metrics, per-user NDCG, chosen knobs and fit seconds of each model."""
+
+    def __init__(self, seen, test, n_items, candidates=None):
+        self.seen, self.test, self.n_items, self.candidates = seen, test, n_items, candidates
+        self.rows, self.per_user = {}, {}
+
+    def add(self, label, fn, chosen, seconds):
+        m = ranking_metrics(fn, self.seen, self.test, self.n_items, k=K, per_user=True, candidates=self.candidates)
+        self.per_user[label] = m.pop("ndcg_per_user")
+        self.rows[label] = {**{c: m[c] for c in COLS}, "chosen on validation": chosen, "fit s": round(seconds, 1)}
+        log.info("%s: test NDCG@10 %.4f (%s)", label, m[f"ndcg_at_{K}"], chosen)
+
+    def markdown(self, ours: str) -> str:
+        df = pd.DataFrame(self.rows).T
+        for label in df.index:
+            if label != ours:
+                ci = paired_bootstrap(self.per_user[ours].to_numpy(), self.per_user[label].to_numpy(), seed=S.SEED)
+                df.loc[label, f"{ours} - model, NDCG@10 (95% CI)"] = f"{ci['diff']:+.4f} [{ci['lo']:+.4f}, {ci['hi']:+.4f}]"
+        df[COLS] = df[COLS].astype(float).round(4)
+        return df.sort_values(COLS[0], ascending=False).fillna("-").to_markdown()
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    cfg = bench_settings("ml-small")
-    spark = get_spark(cfg, "lmrec-bench-quality")
-    ml_small_warehouse(spark, cfg)
-    data = load_training_data(spark, cfg, ML_DATE)
-    train, test = random_split(data.ratings, 0.75, seed=S.SEED)
-    nU, nI = data.n_users, data.n_items
+def run(name: str, spark, encoder) -> str:
+    r, items, ut, users, item_ids = load(name)
+    nU, nI, r_max = len(users), len(item_ids), float(r[S.COL_RATING].max())
     sc = ScorerConfig()
-    rows, times = {}, {}
+    fit, val, test = protocol_split(r, sc)
+    T, Ut = text_vectors(encoder, items, ut, fit, users, item_ids)
+    table = Table(pd.concat([fit, val]), test, nI)
+    H, X = histories(fit, nU, nI, rating_max=r_max, recency_weight=sc.recency_weight)
 
-    t0 = time.perf_counter()
-    params, hist = fit_scorer_protocol(train, data, sc)
-    times["scorer"] = time.perf_counter() - t0
-    H, X = histories(train, nU, nI, rating_max=data.rating_max, recency_weight=sc.recency_weight)
-    models = {"scorer": make_score_fn(params, H, X, data.item_text, data.user_text, nI)}
-    ease = lambda tr, nu, ni: B.fit_ease(tr, nu, ni, lam=sc.ease_lambda)  # noqa: E731  same λ as the scorer's part
-    for name, fit in (("popularity", B.fit_popularity), ("item_knn", B.fit_item_knn), ("ease", ease)):
+    def val_ndcg(fn) -> float:
+        return ranking_metrics(fn, fit, val, nI, k=K)[f"ndcg_at_{K}"]
+
+    def tuned(label, build, grid):
         t0 = time.perf_counter()
-        models[name] = fit(train, nU, nI)
-        times[name] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    models["als_implicit"], _ = als_score_fn(spark, train, nI, implicit=True, sc=ScorerConfig(als_rank=64))
-    times["als_implicit"] = time.perf_counter() - t0
-    profile = np.asarray(H @ data.item_text)
+        scores = {g: val_ndcg(build(**dict(g))) for g in grid}
+        best = max(scores, key=scores.get)
+        table.add(label, build(**dict(best)), f"{dict(best)} (val {scores[best]:.4f})", time.perf_counter() - t0)
+
+    scorer = {}
+    for label, (Ti, Ui) in (("lmrec scorer", (T, Ut)), ("lmrec scorer, no text", (0 * T, 0 * Ut))):
+        t0 = time.perf_counter()
+        params, hist = fit_scorer(fit, val=val, n_users=nU, n_items=nI, item_text=Ti, user_text=Ui, rating_max=r_max,
+                                  cfg=sc)
+        secs = time.perf_counter() - t0
+        knobs = (f"λ {hist['ease_lambda']:.0f}, {hist['best_epoch']} epochs, blend "
+                 f"({hist['blend'][0]:.3g}, {hist['blend'][1]:.3g})")
+        table.add(label, make_score_fn(params, H, X, Ti, Ui, nI), knobs, secs)
+        neural = dataclasses.replace(params, alpha=1.0, gamma=0.0)
+        table.add(f"{label}: neural part alone", make_score_fn(neural, H, X, Ti, Ui, nI), "blend forced (1, 0)", secs)
+        scorer[label] = (params, hist)
+    params, hist = scorer["lmrec scorer"]
+    lam = hist["ease_lambda"]
+    tried = hist["ease_lambda_tried"]
+    table.add("EASE", ease_part(params, X, nI), f"λ {lam:.0f} (grid {', '.join(f'{x:.0f}' for x in tried)}; best val "
+              f"{max(tried.values()):.4f})", 0.0)
+    count = X.nnz / max(1, len(B.popular_items(X, 20_000)))
+    tuned("collective EASE + MiniLM item vectors", lambda w: B.fit_ease(fit, nU, nI, lam=lam, side=T, side_weight=w),
+          [(("w", c * count),) for c in (0.25, 1.0, 4.0, 16.0)])
+    tuned("item-kNN", lambda k, shrink: B.fit_item_knn(fit, nU, nI, k=k, shrink=shrink),
+          [(("k", k), ("shrink", s)) for k, s in itertools.product((20, 50, 200, None), (0.0, 10.0, 50.0))])
+    tuned("Spark ALS implicit", lambda rank, reg: als_score_fn(
+        spark, fit, nI, implicit=True, sc=dataclasses.replace(sc, als_rank=rank, als_reg_implicit=reg))[0],
+          [(("rank", k), ("reg", g)) for k, g in itertools.product((32, 128), (0.01, 0.1, 1.0))])
+    table.add("popularity", B.fit_popularity(fit, nU, nI), "-", 0.0)
+    profile = np.asarray(H @ T)
     profile /= np.clip(np.linalg.norm(profile, axis=1, keepdims=True), 1e-9, None)
-    models["text_only"] = B.fit_text_only(profile, data.item_text)
-    for name, fn in models.items():
-        rows[name] = ranking_metrics(fn, train, test, nI, k=K)
-    pred = predict_ratings(params, H, data.item_text, data.user_text, test[S.COL_USER_IDX].to_numpy(), test[S.COL_ITEM_IDX].to_numpy())
-    rows["scorer"]["rmse"] = rmse(test[S.COL_RATING], pred)
-    _, als_pred = als_score_fn(spark, train, nI, implicit=False, sc=ScorerConfig(als_rank=64))
-    p = als_pred(test[S.COL_USER_IDX].to_numpy(), test[S.COL_ITEM_IDX].to_numpy())
-    rows["als_explicit"] = {"rmse": rmse(test[S.COL_RATING], p)}
+    table.add("text only", B.fit_text_only(np.where(np.asarray(X.sum(1)) > 0, profile, Ut), T), "-", 0.0)
 
-    # Cold items: 20% of items never seen in training; rank among the cold items only.
-    ctrain, ctest, cold = cold_item_split(data.ratings, 0.2, seed=S.SEED)
-    cparams, _ = fit_scorer_protocol(ctrain, data, dataclasses.replace(sc, use_ease=False))
-    cH, cX = histories(ctrain, nU, nI, rating_max=data.rating_max, recency_weight=sc.recency_weight)
-    cprof = np.asarray(cH @ data.item_text)
+    # Cold items: never in fit or validation; ranked among the cold items.
+    ctrain, ctest, cold = cold_item_split(r, 0.2, seed=S.SEED)
+    cfit, cval, _ = protocol_split(ctrain, dataclasses.replace(sc, fit_fraction=0.875, val_fraction=0.125))
+    cT, cU = text_vectors(encoder, items, ut, ctrain, users, item_ids)
+    ccfg = dataclasses.replace(sc, use_ease=False)
+    t0 = time.perf_counter()
+    cparams, _ = fit_scorer(cfit, val=cval, n_users=nU, n_items=nI, item_text=cT, user_text=cU, rating_max=r_max, cfg=ccfg)
+    cH, cX = histories(ctrain, nU, nI, rating_max=r_max, recency_weight=sc.recency_weight)
+    cold_table = Table(ctrain, ctest, nI, candidates=cold)
+    cold_table.add("lmrec scorer (no EASE)", make_score_fn(cparams, cH, cX, cT, cU, nI), "epochs on validation",
+                   time.perf_counter() - t0)
+    cprof = np.asarray(cH @ cT)
     cprof /= np.clip(np.linalg.norm(cprof, axis=1, keepdims=True), 1e-9, None)
+    cold_table.add("text only", B.fit_text_only(cprof, cT), "-", 0.0)
     rng = np.random.default_rng(0)
-    cold_rows = {
-        "scorer": ranking_metrics(make_score_fn(cparams, cH, cX, data.item_text, data.user_text, nI), ctrain, ctest, nI, k=K, candidates=cold),
-        "text_only": ranking_metrics(B.fit_text_only(cprof, data.item_text), ctrain, ctest, nI, k=K, candidates=cold),
-        "random": ranking_metrics(lambda u: rng.random((len(u), nI)), ctrain, ctest, nI, k=K, candidates=cold),
-    }
+    cold_table.add("random", lambda u: rng.random((len(u), nI)), "-", 0.0)
 
-    table = pd.DataFrame(rows).T.reindex(columns=COLS)
-    table["fit_seconds"] = pd.Series(times)
-    cold_table = pd.DataFrame(cold_rows).T.reindex(columns=COLS[:4])
-    text = (f"ml-latest-small, {len(data.ratings):,} ratings, per-user random 75/25 (seed {S.SEED}), k={K}, seen items removed.\n"
-            f"Scorer: best epoch {hist['best_epoch']}, blend (alpha, gamma) = {tuple(round(x, 4) for x in hist['blend'])}.\n\n"
-            + table.round(4).to_markdown() + "\n\nCold items (20% of items held out, ranked among the cold items):\n\n"
-            + cold_table.round(4).to_markdown() + "\n")
-    write_result("quality", text)
+    head = (f"### {name}: {len(r):,} ratings, {nU:,} users, {nI:,} items; fit/val/test "
+            f"{len(fit):,}/{len(val):,}/{len(test):,} ({test[S.COL_USER_IDX].nunique():,} test users)\n\n")
+    return (head + table.markdown("lmrec scorer") + f"\n\nCold items ({len(cold):,} held out entirely; "
+            f"{ctest[S.COL_USER_IDX].nunique():,} users with a cold test item; ranked among the cold items):\n\n"
+            + cold_table.markdown("lmrec scorer (no EASE)") + "\n")
+
+
+def main(argv=None) -> None:
+    import torch
+
+    from lmrec.core.spark import get_spark
+    from lmrec.text.encoder import TextEncoder
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    names = (argv if argv is not None else sys.argv[1:]) or ["ml-small", "amazon"]
+    torch.manual_seed(S.SEED)
+    spark = get_spark(bench_settings("quality"), "lmrec-bench-quality")
+    encoder = TextEncoder(device="cpu")
+    parts = [run(n, spark, encoder) for n in names]
+    write_result("quality", f"Top-{K} ranking on the test part, every model tuned on validation (train's protocol); "
+                 "k = 10, items rated in fit or validation excluded.\n\n" + "\n".join(parts))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 import logging
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import SHARED, bench_settings, write_result  # noqa: E402
+from benchmarks.common import bench_settings, load, text_vectors, write_result  # noqa: E402
 from lmrec.core import schema as S  # noqa: E402
 from lmrec.model import baselines as B  # noqa: E402
 from lmrec.model.evaluation import paired_bootstrap, rmse_stat, three_way_split  # noqa: E402
@@ -39,55 +38,6 @@ from lmrec.model.scorer import ScorerConfig  # noqa: E402
 
 log = logging.getLogger("bench.ratings")
 SCALE = (0.5, 5.0)
-
-
-def load(name: str):
-    """(ratings with indices and ids, items, user texts) of a dataset, through lmrec's importers."""
-    from lmrec.data.importers import import_amazon_reviews, import_movielens
-
-    with tempfile.TemporaryDirectory() as tmp:
-        if name == "ml-small":
-            import_movielens(SHARED / "ml-latest-small", tmp)
-        else:
-            import_amazon_reviews(SHARED / "amazon-musical-instruments-5core" / "reviews_Musical_Instruments_5.json.gz", tmp)
-        r = pd.read_csv(Path(tmp) / "ratings.csv", dtype={S.COL_USER: str, S.COL_ITEM: str})
-        items = pd.read_csv(Path(tmp) / "items.csv", dtype={S.COL_ITEM: str}, keep_default_na=False)
-        ut_path = Path(tmp) / "user_text.csv"
-        ut = pd.read_csv(ut_path, dtype={S.COL_USER: str, S.COL_ITEM: str}, keep_default_na=False) if ut_path.exists() else None
-    users = np.sort(r[S.COL_USER].unique())
-    item_ids = np.sort(items[S.COL_ITEM].unique())
-    r[S.COL_USER_IDX] = np.searchsorted(users, r[S.COL_USER])
-    r[S.COL_ITEM_IDX] = np.searchsorted(item_ids, r[S.COL_ITEM])
-    r[S.COL_EVENT_TS] = pd.to_datetime(r["timestamp"], unit="s")
-    if ut is not None:
-        ut[S.COL_EVENT_TS] = pd.to_datetime(pd.to_numeric(ut["timestamp"]), unit="s")
-        ut[S.COL_ITEM] = ut[S.COL_ITEM].replace("", None)
-    return r, items, ut, users, item_ids
-
-
-def text_vectors(encoder, items, ut, known, users, item_ids):
-    """(item vectors, user vectors) from the texts known through the ``known`` pairs only."""
-    from lmrec.text.profiles import split_profiles
-
-    it, us = split_profiles(items, ut, known)
-    T = np.zeros((len(item_ids), encoder.dim), np.float32)
-    U = np.zeros((len(users), encoder.dim), np.float32)
-    if len(it):
-        T[np.searchsorted(item_ids, it.index.to_numpy())] = _encode(encoder, it.tolist())
-    if len(us):
-        U[np.searchsorted(users, us.index.to_numpy())] = _encode(encoder, us.tolist())
-    return T, U
-
-
-_VECTORS: dict = {}
-
-
-def _encode(encoder, texts: list[str]) -> np.ndarray:
-    """Encode, each distinct text once per process (the selection and final profiles share most)."""
-    new = sorted({t for t in texts if t not in _VECTORS})
-    if new:
-        _VECTORS.update(zip(new, encoder.encode(new)))
-    return np.stack([_VECTORS[t] for t in texts])
 
 
 def surprise_model(kind: str, part: pd.DataFrame, **kw):

@@ -123,6 +123,8 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
             mlflow.log_metrics({f"{name}.{k}": v for k, v in scalars(m).items()})
         for e, loss, ndcg in zip(history["epoch"], history["loss"], history["val_ndcg_at_10"]):
             mlflow.log_metrics({"train.loss": loss, "train.val_ndcg_at_10": ndcg}, step=e)
+        mlflow.log_params({"scorer.chosen_ease_lambda": history["ease_lambda"]})
+        mlflow.log_metrics({f"scorer.val_ndcg_at_10.ease_lambda_{lam:.2f}": v for lam, v in history["ease_lambda_tried"].items()})
         mlflow.log_params({"rating.chosen_reg": rc.reg, "rating.chosen_text_reg": rc.text_reg, "rating.chosen_epochs": rc.epochs})
         mlflow.log_metrics({f"rating.val_rmse.reg_{reg:g}.text_reg_{t:g}": v[0] for (reg, t), v in rating_tried.items()})
         table = pd.DataFrame({n: scalars(m) for n, m in results.items()}).T
@@ -138,9 +140,11 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
             from lmrec.model.scorer import fit_scorer_distributed
 
             params = fit_scorer_distributed(ratings, num_processes=cfg.train_processes, use_gpu=cfg.task_gpus > 0,
-                                            epochs=history["best_epoch"], blend=history["blend"], **fit_kw)
+                                            epochs=history["best_epoch"], blend=history["blend"],
+                                            ease_lambda=history["ease_lambda"], **fit_kw)
         else:
-            params, _ = fit_scorer(ratings, epochs=history["best_epoch"], blend=history["blend"], **fit_kw)
+            params, _ = fit_scorer(ratings, epochs=history["best_epoch"], blend=history["blend"],
+                                   ease_lambda=history["ease_lambda"], **fit_kw)
         params.to_npz(tmp / "params.npz")
         rating_params, _ = fit_rating_model(ratings, cfg=rc, epochs=rc.epochs, **rating_kw)
         rating_params.to_npz(tmp / "rating.npz")
@@ -155,7 +159,8 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         for key, value in {R.TAG_RUN_DATE: str(run_date), R.TAG_DATA_CUTOFF: cutoff_iso(run_date),
                            R.TAG_VAL_NDCG: f"{val_ndcg:.6f}", R.TAG_TRAIN_REASON: why, R.TAG_TEXT_MODEL: text_model,
                            "popularity_ndcg_at_10": f"{results['popularity']['ndcg_at_10']:.6f}",
-                           "best_epoch": str(history["best_epoch"]), "blend": json.dumps(history["blend"])}.items():
+                           "best_epoch": str(history["best_epoch"]), "blend": json.dumps(history["blend"]),
+                           "ease_lambda": f"{history['ease_lambda']:.6g}"}.items():
             client.set_model_version_tag(S.MODEL_NAME, mv.version, key, value)
         client.set_registered_model_alias(S.MODEL_NAME, S.ALIAS_CANDIDATE, mv.version)
         log.info("registered %s version %s (alias %s), validation NDCG@10 %.4f", S.MODEL_NAME, mv.version,

@@ -47,7 +47,11 @@ class ScorerConfig:
     item_id_dropout: float = 0.3  # probability of dropping an item's ID embedding in training
     user_id_dropout: float = 0.1  # probability of dropping a user's ID embedding in training
     use_ease: bool = True  # add the EASE item-item component to the ranking score
-    ease_lambda: float = EASE_LAMBDA  # EASE L2 regularisation λ
+    ease_lambda: float = EASE_LAMBDA  # EASE L2 regularisation λ when none is chosen on validation
+    # λ tried on validation, as multiples of the mean interaction count of the EASE items (so the
+    # grid scales with the data); () keeps ease_lambda
+    ease_lambda_grid: tuple = (1.0, 4.0, 16.0, 64.0, 256.0)
+    ease_tune_max_items: int = 5_000  # λ is chosen on at most this many most popular items (an inverse each)
     ease_max_items: int = 20_000  # EASE over at most this many (most popular) items
     recency_weight: float = 0.5  # extra history weight of a user's most recent item (0 = none)
     fit_fraction: float = 0.7  # per-user random parts of D's ratings: this share fits the models,
@@ -247,13 +251,13 @@ def _sparse_rows(H: sp.csr_matrix, rows: np.ndarray, device):
 
 def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np.ndarray, user_text: np.ndarray,
                rating_max: float, cfg: ScorerConfig, val: pd.DataFrame | None = None, epochs: int | None = None,
-               blend: tuple[float, float] | None = None, progress=None,
+               blend: tuple[float, float] | None = None, ease_lambda: float | None = None, progress=None,
                shard: tuple[int, int] = (0, 1)) -> tuple[ScorerParams, dict]:
     """Train the scorer on ``train`` (user_idx, item_idx, rating, event_ts).
 
-    With ``val``, stops early on validation NDCG@10, keeps the best epoch and chooses the EASE
-    blend on ``val``; without, trains exactly ``epochs`` epochs with the given ``blend`` (the refit
-    on all data). Returns (params, history) where history
+    With ``val``, chooses EASE's λ (:func:`choose_ease_lambda`), stops early on validation NDCG@10,
+    keeps the best epoch and chooses the EASE blend on ``val``; without, trains exactly ``epochs``
+    epochs with the given ``blend`` and ``ease_lambda`` (the refit on all data). Returns (params, history) where history
     has per-epoch losses and validation NDCG@10, and ``best_epoch``.
     """
     import torch
@@ -268,8 +272,17 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
     H, X = histories(train, n_users, n_items, rating_max=rating_max, recency_weight=cfg.recency_weight)
     profile = torch.from_numpy(np.asarray(H @ item_text, dtype=np.float32)).to(device)
     own = torch.from_numpy(user_text.astype(np.float32)).to(device)
+    val_eval = None
+    if val is not None and len(val):
+        vu = np.sort(val[S.COL_USER_IDX].unique())
+        if len(vu) > cfg.eval_users:
+            vu = np.sort(rng.choice(vu, cfg.eval_users, replace=False))
+        val_eval = val[val[S.COL_USER_IDX].isin(vu)]
+    lam, lam_tried = cfg.ease_lambda if ease_lambda is None else ease_lambda, {}
+    if cfg.use_ease and ease_lambda is None and val_eval is not None and cfg.ease_lambda_grid:
+        lam, lam_tried = choose_ease_lambda(X, train, val_eval, n_items, cfg)
     if cfg.use_ease:
-        B, active = ease_matrix(X, cfg.ease_lambda, cfg.ease_max_items)
+        B, active = ease_matrix(X, lam, cfg.ease_max_items)
     else:
         B, active = np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
     mu = float(train[S.COL_RATING].mean())
@@ -289,13 +302,8 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
     pos_items = np.unique(i_all)
     history = {"epoch": [], "loss": [], "mse": [], "bpr": [], "val_ndcg_at_10": []}
     best, best_state, best_epoch, waited = -1.0, None, 0, 0
+    history["ease_lambda"], history["ease_lambda_tried"] = lam, lam_tried
     n_epochs = epochs if epochs is not None else cfg.epochs
-    val_eval = None
-    if val is not None and len(val):
-        vu = np.sort(val[S.COL_USER_IDX].unique())
-        if len(vu) > cfg.eval_users:
-            vu = np.sort(rng.choice(vu, cfg.eval_users, replace=False))
-        val_eval = val[val[S.COL_USER_IDX].isin(vu)]
 
     for epoch in range(1, n_epochs + 1):
         net.train()
@@ -357,6 +365,42 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
     best_state.alpha, best_state.gamma = blend
     history["blend"] = blend
     return best_state, history
+
+
+def choose_ease_lambda(X: sp.csr_matrix, train: pd.DataFrame, val: pd.DataFrame, n_items: int,
+                       cfg: ScorerConfig) -> tuple[float, dict]:
+    """EASE's λ with the best validation NDCG@10 of EASE alone, from ``cfg.ease_lambda_grid``
+    (multiples c of the mean interaction count of the EASE items, so the grid scales with the
+    data). Each point is an n x n inverse, so the choice is made over the ``ease_tune_max_items``
+    most popular items; the returned λ is c times the mean count over all the EASE items (the same
+    items when the catalogue is within the cap). Returns (λ, {λ tried: val NDCG@10})."""
+    from lmrec.model.baselines import popular_items
+    from lmrec.model.evaluation import ranking_metrics
+
+    full = popular_items(X, cfg.ease_max_items)
+    tune = popular_items(X, min(cfg.ease_tune_max_items, cfg.ease_max_items))
+    if not len(tune):
+        return cfg.ease_lambda, {}
+    count_tune = X[:, tune].nnz / len(tune)
+    tried, best = {}, None
+    for c in cfg.ease_lambda_grid:
+        lam = float(c * count_tune)
+        B, active = ease_matrix(X[:, tune], lam, len(tune))
+
+        def score(users, B=B, active=active):
+            out = np.zeros((len(users), n_items), dtype=np.float32)
+            out[:, tune[active]] = np.asarray(X[users][:, tune[active]] @ B)
+            return out
+
+        tried[lam] = ranking_metrics(score, train, val, n_items, k=10)["ndcg_at_10"]
+        log.info("EASE lambda %.4g (%g x mean count %.1f): val NDCG@10 %.4f", lam, c, count_tune, tried[lam])
+        if best is None or tried[lam] > tried[best[0]] + 1e-9:
+            best = (lam, c)
+    lam = float(best[1] * X[:, full].nnz / len(full))
+    if len(full) > len(tune):
+        log.info("EASE lambda %.4g: %g x the mean count over all %d EASE items (chosen on the %d most popular)",
+                 lam, best[1], len(full), len(tune))
+    return lam, tried
 
 
 def choose_blend(params, train, val, H, X, item_text, user_text, n_items, *,

@@ -43,3 +43,24 @@ def test_item_knn_is_cosine_of_binary_columns():
     np.fill_diagonal(cos, 0.0)
     users = np.arange(nu)
     np.testing.assert_allclose(B.fit_item_knn(train, nu, ni)(users), X @ cos, rtol=1e-5, atol=1e-5)
+    # k neighbours and shrinkage: each column keeps its k largest shrunk similarities.
+    shrunk = (X.T @ X) / (np.outer(np.clip(norms, 1e-9, None), np.clip(norms, 1e-9, None)) + 3.0)
+    np.fill_diagonal(shrunk, 0.0)
+    for j in range(ni):
+        shrunk[np.argsort(-shrunk[:, j], kind="stable")[4:], j] = 0.0
+    got = B.fit_item_knn(train, nu, ni, k=4, shrink=3.0)(users)
+    np.testing.assert_allclose(got, X @ shrunk, rtol=1e-5, atol=1e-5)
+
+
+def test_collective_ease_adds_side_information_rows():
+    """Collective EASE = plain EASE on X with the side information stacked under it as rows."""
+    train, nu, ni = _train(seed=3)
+    X = B.interactions(train, nu, ni)
+    side = np.random.default_rng(4).standard_normal((ni, 6))
+    got, active = B.ease_matrix(X, lam=5.0, side=side, side_weight=2.0)
+    stacked = sp.vstack([X, sp.csr_matrix(np.sqrt(2.0) * side.T)]).tocsr()
+    Xd = stacked.toarray()[:, active]
+    P = np.linalg.inv(Xd.T @ Xd + 5.0 * np.eye(len(active)))
+    expect = -P / np.diag(P)[None, :]
+    np.fill_diagonal(expect, 0.0)
+    np.testing.assert_allclose(got, expect, atol=1e-5)

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from lmrec.core import schema as S
-from lmrec.model.baselines import fit_popularity, fit_text_only, interactions
+from lmrec.model.baselines import fit_ease, fit_popularity, fit_text_only, interactions
 from lmrec.data.demo import generate
 from lmrec.model.evaluation import cold_item_split, random_split, ranking_metrics
-from lmrec.model.scorer import ScorerConfig, fit_scorer, histories, make_score_fn
+from lmrec.model.scorer import ScorerConfig, choose_ease_lambda, fit_scorer, histories, make_score_fn
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +90,26 @@ def test_torch_distributor_two_cpu_processes(spark, demo):
     ours = ranking_metrics(make_score_fn(params, H, X, T, zeros, nI), train, test, nI)
     pop = ranking_metrics(fit_popularity(train, nU, nI), train, test, nI)
     assert np.isfinite(params.E_item).all() and ours["ndcg_at_10"] > pop["ndcg_at_10"]
+
+
+def test_ease_lambda_is_chosen_on_validation_and_scales_with_the_data(demo):
+    """λ is the grid point (a multiple of the mean item count) with the best validation NDCG@10
+    of EASE alone, recomputed here by hand; twice the data (every rating twice over as many
+    users) doubles the counts and so the λ tried."""
+    df, T, nU, nI = demo
+    train, _ = random_split(df, 0.75, seed=1)
+    inner, val = random_split(train, 0.9, seed=2)
+    cfg = ScorerConfig(ease_lambda_grid=(1.0, 16.0, 256.0))
+    X = interactions(inner, nU, nI)
+    lam, tried = choose_ease_lambda(X, inner, val, nI, cfg)
+    count = X.nnz / len(np.flatnonzero(np.asarray(X.sum(0)).ravel()))
+    assert sorted(tried) == pytest.approx([count, 16 * count, 256 * count])
+    for lam_i, ndcg in tried.items():
+        assert ndcg == pytest.approx(ranking_metrics(fit_ease(inner, nU, nI, lam=lam_i), inner, val, nI)["ndcg_at_10"])
+    assert tried[lam] == max(tried.values())
+    doubled = pd.concat([inner, inner.assign(**{S.COL_USER_IDX: inner[S.COL_USER_IDX] + nU})])
+    _, tried2 = choose_ease_lambda(interactions(doubled, 2 * nU, nI), doubled, val, nI, cfg)
+    assert sorted(tried2) == pytest.approx([2 * x for x in sorted(tried)])
+
+    _, hist = _fit(inner, T, nU, nI, val=val, epochs=1, ease_lambda_grid=(1.0, 16.0, 256.0))
+    assert hist["ease_lambda"] == lam and hist["ease_lambda_tried"] == pytest.approx(tried)
