@@ -104,12 +104,12 @@ def run(name: str, spark, encoder) -> str:
               f"{max(tried.values()):.4f})", 0.0)
     count = X.nnz / max(1, len(B.popular_items(X, 20_000)))
     tuned("collective EASE + MiniLM item vectors", lambda w: B.fit_ease(fit, nU, nI, lam=lam, side=T, side_weight=w),
-          [(("w", c * count),) for c in (0.25, 1.0, 4.0, 16.0)])
+          [(("w", c * count),) for c in (1.0, 4.0, 16.0, 64.0, 256.0)])
     tuned("item-kNN", lambda k, shrink: B.fit_item_knn(fit, nU, nI, k=k, shrink=shrink),
           [(("k", k), ("shrink", s)) for k, s in itertools.product((20, 50, 200, None), (0.0, 10.0, 50.0))])
     tuned("Spark ALS implicit", lambda rank, reg: als_score_fn(
         spark, fit, nI, implicit=True, sc=dataclasses.replace(sc, als_rank=rank, als_reg_implicit=reg))[0],
-          [(("rank", k), ("reg", g)) for k, g in itertools.product((32, 128), (0.01, 0.1, 1.0))])
+          [(("rank", k), ("reg", g)) for k, g in itertools.product((32, 128), (0.1, 1.0, 10.0))])
     table.add("popularity", B.fit_popularity(fit, nU, nI), "-", 0.0)
     profile = np.asarray(H @ T)
     profile /= np.clip(np.linalg.norm(profile, axis=1, keepdims=True), 1e-9, None)
@@ -148,7 +148,10 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     names = (argv if argv is not None else sys.argv[1:]) or ["ml-small", "amazon"]
     torch.manual_seed(S.SEED)
-    spark = get_spark(bench_settings("quality"), "lmrec-bench-quality")
+    cfg = bench_settings("quality")
+    spark = get_spark(cfg, "lmrec-bench-quality")
+    # ALS grids of 10-15 iterations: without checkpoints the lineage overflowed the stack (StackOverflowError).
+    spark.sparkContext.setCheckpointDir(f"{cfg.home}/checkpoints")
     encoder = TextEncoder(device="cpu")
     parts = [run(n, spark, encoder) for n in names]
     write_result("quality", f"Top-{K} ranking on the test part, every model tuned on validation (train's protocol); "

@@ -141,7 +141,10 @@ def main(argv=None) -> None:
     logging.getLogger("lmrec.model.rating").setLevel(logging.WARNING)
     names = (argv if argv is not None else sys.argv[1:]) or ["ml-small", "amazon"]
     torch.manual_seed(S.SEED)
-    spark = get_spark(bench_settings("ratings"), "lmrec-bench-ratings")
+    cfg = bench_settings("ratings")
+    spark = get_spark(cfg, "lmrec-bench-ratings")
+    # ALS grids of 10-15 iterations: without checkpoints the lineage overflowed the stack (StackOverflowError).
+    spark.sparkContext.setCheckpointDir(f"{cfg.home}/checkpoints")
     encoder = TextEncoder(device="cpu")
     parts = [run(n, spark, encoder) for n in names]
     write_result("ratings", "Test RMSE (lower is better), every model tuned on validation and refit on fit + validation; "

@@ -371,7 +371,8 @@ def choose_ease_lambda(X: sp.csr_matrix, train: pd.DataFrame, val: pd.DataFrame,
                        cfg: ScorerConfig) -> tuple[float, dict]:
     """EASE's λ with the best validation NDCG@10 of EASE alone, from ``cfg.ease_lambda_grid``
     (multiples c of the mean interaction count of the EASE items, so the grid scales with the
-    data). Each point is an n x n inverse, so the choice is made over the ``ease_tune_max_items``
+    data; when the best is at an end, the grid goes on past it, x4 a step, at most 3 steps). Each
+    point is an n x n inverse, so the choice is made over the ``ease_tune_max_items``
     most popular items; the returned λ is c times the mean count over all the EASE items (the same
     items when the catalogue is within the cap). Returns (λ, {λ tried: val NDCG@10})."""
     from lmrec.model.baselines import popular_items
@@ -383,11 +384,13 @@ def choose_ease_lambda(X: sp.csr_matrix, train: pd.DataFrame, val: pd.DataFrame,
         return cfg.ease_lambda, {}
     count_tune = X[:, tune].nnz / len(tune)
     tried, best = {}, None
-    for c in cfg.ease_lambda_grid:
+
+    def trial(c: float) -> None:
+        nonlocal best
         lam = float(c * count_tune)
         B, active = ease_matrix(X[:, tune], lam, len(tune))
 
-        def score(users, B=B, active=active):
+        def score(users):
             out = np.zeros((len(users), n_items), dtype=np.float32)
             out[:, tune[active]] = np.asarray(X[users][:, tune[active]] @ B)
             return out
@@ -396,6 +399,17 @@ def choose_ease_lambda(X: sp.csr_matrix, train: pd.DataFrame, val: pd.DataFrame,
         log.info("EASE lambda %.4g (%g x mean count %.1f): val NDCG@10 %.4f", lam, c, count_tune, tried[lam])
         if best is None or tried[lam] > tried[best[0]] + 1e-9:
             best = (lam, c)
+
+    grid = sorted(cfg.ease_lambda_grid)
+    for c in grid:
+        trial(c)
+    # Best at an end of the grid: go on past it (x4 a step, at most 3 steps) until it is inside.
+    for _ in range(3):
+        if len(grid) < 2 or best[1] not in (grid[0], grid[-1]):
+            break
+        c = grid[0] / 4 if best[1] == grid[0] else grid[-1] * 4
+        grid = sorted(grid + [c])
+        trial(c)
     lam = float(best[1] * X[:, full].nnz / len(full))
     if len(full) > len(tune):
         log.info("EASE lambda %.4g: %g x the mean count over all %d EASE items (chosen on the %d most popular)",

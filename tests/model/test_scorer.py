@@ -103,7 +103,9 @@ def test_ease_lambda_is_chosen_on_validation_and_scales_with_the_data(demo):
     X = interactions(inner, nU, nI)
     lam, tried = choose_ease_lambda(X, inner, val, nI, cfg)
     count = X.nnz / len(np.flatnonzero(np.asarray(X.sum(0)).ravel()))
-    assert sorted(tried) == pytest.approx([count, 16 * count, 256 * count])
+    multiples = sorted(round(x / count, 6) for x in tried)
+    assert {1.0, 16.0, 256.0} <= set(multiples) and set(multiples) <= {4.0 ** j for j in range(-3, 8)}
+    assert multiples[0] < round(lam / count, 6) < multiples[-1] or len(multiples) == 6  # inside, or 3 steps out
     for lam_i, ndcg in tried.items():
         assert ndcg == pytest.approx(ranking_metrics(fit_ease(inner, nU, nI, lam=lam_i), inner, val, nI)["ndcg_at_10"])
     assert tried[lam] == max(tried.values())
@@ -113,3 +115,15 @@ def test_ease_lambda_is_chosen_on_validation_and_scales_with_the_data(demo):
 
     _, hist = _fit(inner, T, nU, nI, val=val, epochs=1, ease_lambda_grid=(1.0, 16.0, 256.0))
     assert hist["ease_lambda"] == lam and hist["ease_lambda_tried"] == pytest.approx(tried)
+
+
+def test_ease_lambda_grid_goes_on_past_its_end(demo):
+    """A grid of tiny λ (an ill-conditioned inverse is worse than a regularised one) is extended
+    upwards, x4 a step, at most three steps."""
+    df, _, nU, nI = demo
+    train, _ = random_split(df, 0.75, seed=1)
+    inner, val = random_split(train, 0.9, seed=2)
+    X = interactions(inner, nU, nI)
+    _, tried = choose_ease_lambda(X, inner, val, nI, ScorerConfig(ease_lambda_grid=(1e-4, 4e-4)))
+    count = X.nnz / len(np.flatnonzero(np.asarray(X.sum(0)).ravel()))
+    assert sorted(round(x / count, 8) for x in tried) == pytest.approx([1e-4, 4e-4, 1.6e-3, 6.4e-3, 2.56e-2])
