@@ -23,6 +23,28 @@ def bench_settings(name: str, **env):
     return Settings.from_env(base)
 
 
+def dataset_run(name: str, argv, run) -> list[str]:
+    """What the two-dataset quality benchmarks share: seeded torch, a Spark session with a
+    checkpoint directory (ALS grids of 10-15 iterations overflowed the stack without one), the
+    MiniLM encoder; ``run(dataset, spark, encoder)`` for each dataset named in ``argv`` (default
+    both). Returns the parts of the report."""
+    import sys
+
+    import torch
+
+    from lmrec.core import schema as S
+    from lmrec.core.spark import get_spark
+    from lmrec.text.encoder import TextEncoder
+
+    names = (argv if argv is not None else sys.argv[1:]) or ["ml-small", "amazon"]
+    torch.manual_seed(S.SEED)
+    cfg = bench_settings(name)
+    spark = get_spark(cfg, f"lmrec-bench-{name}")
+    spark.sparkContext.setCheckpointDir(f"{cfg.home}/checkpoints")
+    encoder = TextEncoder(device="cpu")
+    return [run(n, spark, encoder) for n in names]
+
+
 def require_ml_small() -> Path:
     if not (ML_SMALL / "ratings.csv").exists():
         raise SystemExit(f"ml-latest-small not found at {ML_SMALL}; download it from GroupLens (see README)")

@@ -32,7 +32,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import bench_settings, load, text_vectors, write_result  # noqa: E402
+from benchmarks.common import dataset_run, load, text_vectors, write_result  # noqa: E402
 from lmrec.core import schema as S  # noqa: E402
 from lmrec.model import baselines as B  # noqa: E402
 from lmrec.model.evaluation import cold_item_split, paired_bootstrap, ranking_metrics  # noqa: E402
@@ -140,20 +140,8 @@ def run(name: str, spark, encoder) -> str:
 
 
 def main(argv=None) -> None:
-    import torch
-
-    from lmrec.core.spark import get_spark
-    from lmrec.text.encoder import TextEncoder
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    names = (argv if argv is not None else sys.argv[1:]) or ["ml-small", "amazon"]
-    torch.manual_seed(S.SEED)
-    cfg = bench_settings("quality")
-    spark = get_spark(cfg, "lmrec-bench-quality")
-    # ALS grids of 10-15 iterations: without checkpoints the lineage overflowed the stack (StackOverflowError).
-    spark.sparkContext.setCheckpointDir(f"{cfg.home}/checkpoints")
-    encoder = TextEncoder(device="cpu")
-    parts = [run(n, spark, encoder) for n in names]
+    parts = dataset_run("quality", argv, run)
     write_result("quality", f"Top-{K} ranking on the test part, every model tuned on validation (train's protocol); "
                  "k = 10, items rated in fit or validation excluded.\n\n" + "\n".join(parts))
 

@@ -29,7 +29,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import bench_settings, load, text_vectors, write_result  # noqa: E402
+from benchmarks.common import dataset_run, load, text_vectors, write_result  # noqa: E402
 from lmrec.core import schema as S  # noqa: E402
 from lmrec.model import baselines as B  # noqa: E402
 from lmrec.model.evaluation import paired_bootstrap, rmse_stat, three_way_split  # noqa: E402
@@ -132,21 +132,9 @@ def run(name: str, spark, encoder) -> str:
 
 
 def main(argv=None) -> None:
-    import torch
-
-    from lmrec.core.spark import get_spark
-    from lmrec.text.encoder import TextEncoder
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("lmrec.model.rating").setLevel(logging.WARNING)
-    names = (argv if argv is not None else sys.argv[1:]) or ["ml-small", "amazon"]
-    torch.manual_seed(S.SEED)
-    cfg = bench_settings("ratings")
-    spark = get_spark(cfg, "lmrec-bench-ratings")
-    # ALS grids of 10-15 iterations: without checkpoints the lineage overflowed the stack (StackOverflowError).
-    spark.sparkContext.setCheckpointDir(f"{cfg.home}/checkpoints")
-    encoder = TextEncoder(device="cpu")
-    parts = [run(n, spark, encoder) for n in names]
+    parts = dataset_run("ratings", argv, run)
     write_result("ratings", "Test RMSE (lower is better), every model tuned on validation and refit on fit + validation; "
                  "intervals: paired bootstrap (1,000 resamples of test ratings) of lmrec's RMSE minus the model's "
                  "(below zero: lmrec better).\n\n" + "\n".join(parts))
