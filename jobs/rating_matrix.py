@@ -9,7 +9,7 @@ import logging
 
 from lmrec.core import schema as S
 from lmrec.core.io import is_table, read_table, retry_on_conflict, write_partition
-from lmrec.core.pit import as_of
+from lmrec.core.pit import as_of, known_ids
 from lmrec.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,12 +78,9 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -
     from pyspark.sql import functions as F
 
     ratings = build_rating_matrix(read_table(spark, cfg, S.RATINGS_RAW, run_date), run_date).cache()
-    items = read_table(spark, cfg, S.ITEMS_RAW, run_date).select(S.COL_ITEM)
-    texts = as_of(read_table(spark, cfg, S.USER_TEXT_RAW, run_date), run_date).select(S.COL_USER)
-    users = ratings.select(S.COL_USER).unionByName(texts)
+    users, items = known_ids(spark, cfg, run_date, ratings)
     new_users = update_index(spark, cfg, S.USER_INDEX, users, col_id=S.COL_USER, col_idx=S.COL_USER_IDX)
-    new_items = update_index(spark, cfg, S.ITEM_INDEX, items.unionByName(ratings.select(S.COL_ITEM)),
-                             col_id=S.COL_ITEM, col_idx=S.COL_ITEM_IDX)
+    new_items = update_index(spark, cfg, S.ITEM_INDEX, items, col_id=S.COL_ITEM, col_idx=S.COL_ITEM_IDX)
     uidx = read_table(spark, cfg, S.USER_INDEX)
     iidx = read_table(spark, cfg, S.ITEM_INDEX)
     matrix = ratings.join(F.broadcast(iidx), S.COL_ITEM).join(uidx, S.COL_USER).select(

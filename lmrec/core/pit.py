@@ -24,10 +24,22 @@ def as_of(df, run_date: dt.date, *, col_ts: str = S.COL_EVENT_TS):
     return df.where(F.col(col_ts) < F.lit(cutoff(run_date).replace(tzinfo=None)).cast("timestamp"))
 
 
-def active_users(spark, cfg, run_date: dt.date):
-    """ids of users with ratings or text by the end of D (one column ``user_id``)."""
+def known_ids(spark, cfg, run_date: dt.date, ratings=None):
+    """(users, items) D knows, one column each (``user_id`` / ``item_id``, not distinct): users with
+    ratings or text by the end of D, items in D's catalogue or rated by D. ``ratings``: D's rating
+    matrix (read from ``rating_matrix`` when not given). ``rating_matrix`` gives exactly these ids a
+    stable index, and train, gate and score read the index restricted to them, so what a date sees
+    never depends on which later dates ran first."""
     from lmrec.core.io import read_table
 
-    rated = read_table(spark, cfg, S.RATING_MATRIX, run_date).select(S.COL_USER)
+    if ratings is None:
+        ratings = read_table(spark, cfg, S.RATING_MATRIX, run_date)
     wrote = as_of(read_table(spark, cfg, S.USER_TEXT_RAW, run_date), run_date).select(S.COL_USER)
-    return rated.unionByName(wrote).distinct()
+    users = ratings.select(S.COL_USER).unionByName(wrote)
+    items = read_table(spark, cfg, S.ITEMS_RAW, run_date).select(S.COL_ITEM).unionByName(ratings.select(S.COL_ITEM))
+    return users, items
+
+
+def active_users(spark, cfg, run_date: dt.date):
+    """ids of users with ratings or text by the end of D (one column ``user_id``)."""
+    return known_ids(spark, cfg, run_date)[0].distinct()

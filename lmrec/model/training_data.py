@@ -53,15 +53,21 @@ def _vectors(emb: pd.DataFrame, index: pd.DataFrame, col_id: str, col_idx: str, 
 
 
 def load_training_data(spark, cfg, run_date: dt.date) -> TrainingData:
-    """Read the rating matrix, indices and embeddings of ``run_date`` into NumPy."""
+    """Read the rating matrix, indices and embeddings of ``run_date`` into NumPy.
+
+    The indices are append-only and shared by all dates: they are read restricted to the ids D
+    knows (:func:`lmrec.core.pit.known_ids`), so D's shapes and ids are the same whether later
+    dates ran before it (a backfill) or not."""
     from lmrec.core.io import read_table, table_version
+    from lmrec.core.pit import known_ids
 
     rm = read_table(spark, cfg, S.RATING_MATRIX, run_date).select(
         S.COL_USER_IDX, S.COL_ITEM_IDX, S.COL_RATING, S.COL_EVENT_TS).toPandas()
     if rm.empty:
         raise RuntimeError(f"{S.RATING_MATRIX} has no ratings for {run_date}: run ingest and rating_matrix first")
-    uidx = read_table(spark, cfg, S.USER_INDEX).toPandas()
-    iidx = read_table(spark, cfg, S.ITEM_INDEX).toPandas()
+    users, items = known_ids(spark, cfg, run_date)
+    uidx = read_table(spark, cfg, S.USER_INDEX).join(users.distinct(), S.COL_USER).toPandas()
+    iidx = read_table(spark, cfg, S.ITEM_INDEX).join(items.distinct(), S.COL_ITEM).toPandas()
     item_emb = read_table(spark, cfg, S.ITEM_EMBEDDINGS, run_date).select(S.COL_ITEM, S.COL_VECTOR).toPandas()
     user_emb = read_table(spark, cfg, S.USER_EMBEDDINGS, run_date).select(S.COL_USER, S.COL_VECTOR).toPandas()
     dim = len(item_emb[S.COL_VECTOR].iloc[0]) if len(item_emb) else 384
