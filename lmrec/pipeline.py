@@ -39,10 +39,15 @@ JOBS: tuple[Job, ...] = (
     # New ids get the next integers: in date order, so they are numbered as one-at-a-time runs
     # number them (splits and training depend on the numbering; found by the six-date backfill).
     Job("rating_matrix", (S.RATING_MATRIX, S.USER_INDEX, S.ITEM_INDEX), 60, in_date_order=True),
-    Job("embed_items", (S.ITEM_EMBEDDINGS,), 180, gpu=True, options=("full_refresh",)),
-    Job("embed_users", (S.USER_EMBEDDINGS,), 180, gpu=True, options=("full_refresh",)),
+    # Unchanged texts reuse the vectors of the latest earlier date: in date order, each date reuses
+    # what a one-at-a-time run would (the same vectors, not ones encoded in other batches) and a
+    # backfill encodes each text once instead of once per concurrent date.
+    Job("embed_items", (S.ITEM_EMBEDDINGS,), 180, gpu=True, options=("full_refresh",), in_date_order=True),
+    Job("embed_users", (S.USER_EMBEDDINGS,), 180, gpu=True, options=("full_refresh",), in_date_order=True),
     # The model of D depends on the champion as of D: train of D runs after the gate of D-1 has
-    # decided, so a backfill's concurrent runs give what the same dates run one at a time give.
+    # decided; with the id maps read as of D (training_data) and the orders above, a backfill's
+    # concurrent runs are meant to give what the same dates run one at a time give (the six-date
+    # backfill test checks it; README "Backfills" has its last result).
     Job("train", (), 180, gpu=True, options=("retrain",), in_date_order=True, after_previous_downstream=True),
     Job("gate", (S.MODEL_LEDGER,), 60, in_date_order=True),
     Job("score", (S.RECOMMENDATIONS_STAGING,), 120, options=("top_k",)),

@@ -59,7 +59,7 @@ def test_dag_imports_nothing_heavy_and_wires_tasks(tmp_path):
     assert info["catchup"] is False and info["start"].startswith("1995")
     # Date order (found by the six-date backfill): rating_matrix numbers new ids as one-at-a-time
     # runs do; train of D waits for the gate of D-1 (it ran before that gate had promoted).
-    assert info["ordered"] == ["gate", "rating_matrix", "train"]
+    assert info["ordered"] == ["embed_items", "embed_users", "gate", "rating_matrix", "train"]
     assert info["after_downstream"] == ["train"]
     # The run for D starts after D ends (data interval = day D), never while D is still running.
     assert info["schedule"] == "CronDataIntervalTimetable" and info["cron"] == "0 0 * * *"
