@@ -108,8 +108,11 @@ def fit_ease(train, n_users, n_items, *, lam: float = EASE_LAMBDA, side: np.ndar
              side_weight: float = 0.0):
     """EASE (``side``: collective EASE with item side information, see :func:`ease_matrix`)."""
     X = interactions(train, n_users, n_items)
-    B, active = ease_matrix(X, lam, side=side, side_weight=side_weight)
+    return ease_score_fn(X, *ease_matrix(X, lam, side=side, side_weight=side_weight), n_items)
 
+
+def ease_score_fn(X: sp.csr_matrix, B: np.ndarray, active: np.ndarray, n_items: int):
+    """users -> (len(users), n_items) EASE scores X[users] @ B over ``active`` (zero elsewhere)."""
     def score(users):
         out = np.zeros((len(users), n_items), dtype=np.float32)
         out[:, active] = np.asarray(X[users][:, active] @ B)

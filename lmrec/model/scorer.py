@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from lmrec.core import schema as S
-from lmrec.model.baselines import EASE_LAMBDA, ease_matrix, interactions
+from lmrec.model.baselines import EASE_LAMBDA, ease_matrix, ease_score_fn, interactions
 
 log = logging.getLogger(__name__)
 
@@ -382,20 +382,15 @@ def choose_ease_lambda(X: sp.csr_matrix, train: pd.DataFrame, val: pd.DataFrame,
     tune = popular_items(X, min(cfg.ease_tune_max_items, cfg.ease_max_items))
     if not len(tune):
         return cfg.ease_lambda, {}
-    count_tune = X[:, tune].nnz / len(tune)
+    X_tune = X[:, tune]
+    count_tune = X_tune.nnz / len(tune)
     tried, best = {}, None
 
     def trial(c: float) -> None:
         nonlocal best
         lam = float(c * count_tune)
-        B, active = ease_matrix(X[:, tune], lam, len(tune))
-
-        def score(users):
-            out = np.zeros((len(users), n_items), dtype=np.float32)
-            out[:, tune[active]] = np.asarray(X[users][:, tune[active]] @ B)
-            return out
-
-        tried[lam] = ranking_metrics(score, train, val, n_items, k=10)["ndcg_at_10"]
+        B, active = ease_matrix(X_tune, lam, len(tune))
+        tried[lam] = ranking_metrics(ease_score_fn(X, B, tune[active], n_items), train, val, n_items, k=10)["ndcg_at_10"]
         log.info("EASE lambda %.4g (%g x mean count %.1f): val NDCG@10 %.4f", lam, c, count_tune, tried[lam])
         if best is None or tried[lam] > tried[best[0]] + 1e-9:
             best = (lam, c)
