@@ -101,12 +101,14 @@ def judge(client, cfg: Settings, spark, run_date: dt.date, cand, champ) -> dict:
     from lmrec.model.baselines import fit_popularity
     from lmrec.model.evaluation import ranking_metrics, sample_users
     from lmrec.model.harness import protocol_split, scorer_config
-    from lmrec.model.training_data import load_training_data
+    from lmrec.model.training_data import load_training_data, without_held_out_texts
 
     champ_date = R.run_date_of(champ)
     data = load_training_data(spark, cfg, run_date)
     sc = scorer_config(cfg)
     fit, val, test = protocol_split(data.ratings, sc)  # train's parts: the test part no selection saw
+    # As train's report: no text about the validation and test pairs reaches a profile.
+    data = without_held_out_texts(spark, cfg, run_date, data, pd.concat([val, test]))
     seen = pd.concat([fit, val])
     test = sample_users(test)
     rows, champ_ndcg, protocol = test, None, "first version"

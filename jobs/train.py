@@ -78,7 +78,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
     from lmrec.model.harness import protocol_split, rating_config
     from lmrec.model.pyfunc import log_model, save_state
     from lmrec.model.rating import fit_rating_model, select_rating_model
-    from lmrec.model.training_data import load_training_data
+    from lmrec.model.training_data import load_training_data, without_held_out_texts
     from lmrec.model.baselines import interactions
     from lmrec.model.scorer import fit_scorer
 
@@ -103,21 +103,26 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
     # One protocol: fit part fits, validation selects (epochs, blend, L2), the test part only
     # reports (MLflow, `lmrec summary`) and gates; then a refit on every rating up to D.
     fit, val, test = protocol_split(ratings, sc)
+    # Selection and the test report read no text about the validation and test pairs (their
+    # reviews and tags are re-embedded without them); the refit reads every text of D.
+    known = without_held_out_texts(spark, cfg, run_date, data, pd.concat([val, test]))
     fit_kw = dict(n_users=data.n_users, n_items=data.n_items, item_text=data.item_text, user_text=data.user_text,
                   rating_max=data.rating_max, cfg=sc)
+    known_kw = fit_kw | dict(item_text=known.item_text, user_text=known.user_text)
     rc = rating_config(cfg)
     rating_kw = dict(n_users=data.n_users, n_items=data.n_items, item_text=data.item_text, user_text=data.user_text,
                      r_min=float(ratings[S.COL_RATING].min()), r_max=data.rating_max)
+    known_rating_kw = rating_kw | dict(item_text=known.item_text, user_text=known.user_text)
     with mlflow.start_run(run_name=f"train-{run_date}") as run, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         mlflow.log_params(sc.params() | rc.params() | {"shuffle_ratings": shuffle_ratings})
         mlflow.set_tags({R.TAG_RUN_DATE: str(run_date), R.TAG_DATA_CUTOFF: cutoff_iso(run_date),
                          **{f"delta_version.{t}": str(v) for t, v in data.versions.items()}})
-        val_params, history = fit_scorer(fit, val=val, **fit_kw)
-        rc, rating_tried, rating_fit = select_rating_model(fit, val, cfg=rc, **rating_kw)
+        val_params, history = fit_scorer(fit, val=val, **known_kw)
+        rc, rating_tried, rating_fit = select_rating_model(fit, val, cfg=rc, **known_rating_kw)
         X_fit = interactions(fit, data.n_users, data.n_items)
-        rating_fn = lambda u, i: rating_fit.predict(u, i, X_fit, data.item_text, data.user_text)  # noqa: E731
-        results = evaluate_all(spark, data, fit, sample_users(test), val_params, seen=pd.concat([fit, val]),
+        rating_fn = lambda u, i: rating_fit.predict(u, i, X_fit, known.item_text, known.user_text)  # noqa: E731
+        results = evaluate_all(spark, known, fit, sample_users(test), val_params, seen=pd.concat([fit, val]),
                                rating=rating_fn, with_als=with_als, sc=sc)
         for name, m in results.items():
             mlflow.log_metrics({f"{name}.{k}": v for k, v in scalars(m).items()})

@@ -4,12 +4,15 @@ vectors aligned to those indices (what train, gate and score read)."""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from lmrec.core import schema as S
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,3 +81,38 @@ def load_training_data(spark, cfg, run_date: dt.date) -> TrainingData:
     return TrainingData(rm, user_ids, item_ids, item_text, user_text, has_item, max(cfg.rating_max, float(rm[S.COL_RATING].max())), versions)
 
 
+def without_held_out_texts(spark, cfg, run_date: dt.date, data: TrainingData, held_out: pd.DataFrame) -> TrainingData:
+    """``data`` with item and user vectors built without what was written about
+    the (user_idx, item_idx) pairs in ``held_out`` (the validation and test parts): the nightly
+    texts (``lmrec.text.builders``) over the user texts about any other pair or about no item, and
+    the other pairs' ratings. D's stored vectors hold every text written by D, the reviews and tags
+    of held-out ratings included: what selects and judges a model fit on the rest must not read
+    them. Texts equal to D's stored ones reuse their vectors; the rest are encoded as the
+    embedding jobs encode them. Nothing of the texts is logged."""
+    from lmrec.core.io import read_table
+    from lmrec.core.pit import as_of
+    from lmrec.text.builders import build_item_text, build_user_text
+    from lmrec.text.embedding import embed_texts
+
+    pairs = spark.createDataFrame(pd.DataFrame({
+        S.COL_USER: data.user_ids[held_out[S.COL_USER_IDX].to_numpy()].astype(str),
+        S.COL_ITEM: data.item_ids[held_out[S.COL_ITEM_IDX].to_numpy()].astype(str)}).drop_duplicates(),
+        f"{S.COL_USER} string, {S.COL_ITEM} string")
+    keys = [S.COL_USER, S.COL_ITEM]
+    said = as_of(read_table(spark, cfg, S.USER_TEXT_RAW, run_date), run_date).join(pairs, keys, "left_anti")
+    items = read_table(spark, cfg, S.ITEMS_RAW, run_date)
+    ratings = read_table(spark, cfg, S.RATING_MATRIX, run_date).join(pairs, keys, "left_anti")
+    texts = {S.ITEM_EMBEDDINGS: (S.COL_ITEM, build_item_text(items, said, run_date), data.item_ids),
+             S.USER_EMBEDDINGS: (S.COL_USER, build_user_text(said, ratings, items, run_date, top_titles=cfg.user_text_titles),
+                                 data.user_ids)}
+    out = []
+    for table, (col_id, text, ids) in texts.items():
+        vectors, joined, total, n_todo, _, _ = embed_texts(spark, cfg, text, previous=read_table(spark, cfg, table, run_date),
+                                                           col_id=col_id)
+        pdf = vectors.select(col_id, S.COL_VECTOR).toPandas()
+        joined.unpersist()
+        index = pd.DataFrame({col_id: ids, "_idx": np.arange(len(ids))})
+        out.append(_vectors(pdf, index[index[col_id] != ""], col_id, "_idx", len(ids), data.item_text.shape[1])[0])
+        log.info("%s %s without the held-out pairs' texts: %d texts, %d differ from D's and were encoded",
+                 table, run_date, total, n_todo)
+    return replace(data, item_text=out[0], user_text=out[1])

@@ -9,7 +9,7 @@ reviews written by the end of D, most recent first: ``Reviewed as: {s1}; {s2}; .
 
 User template: the user's own texts (reviews, tags) by the end of D, most recent first, joined
 with `` | ``, then ``Liked: {title1}; {title2}`` for the user's highest-rated items by D
-(``LMREC_USER_TEXT_TITLES``, default 0: off, because titles of held-out items would leak into validation). The encoder truncates by tokens at the model's limit.
+(``LMREC_USER_TEXT_TITLES``, default 0: off; train and gate rebuild it without the held-out ratings, see ``lmrec.model.training_data.without_held_out_texts``). The encoder truncates by tokens at the model's limit.
 """
 
 from __future__ import annotations

@@ -100,17 +100,17 @@ def latest_partition(spark, cfg: Settings, table: str, run_date: dt.date):
     return None if last is None else stored.where(F.col(S.COL_RUN_DATE) == F.lit(last))
 
 
-def run_embedding(spark, cfg: Settings, run_date: dt.date, texts, *, table: str, col_id: str,
-                  full_refresh: bool = False) -> dict:
-    """Embed ``texts`` (id, text) for ``run_date`` into ``table``; returns counts and speed.
-    ``full_refresh`` ignores stored vectors and embeds every text again."""
+def embed_texts(spark, cfg: Settings, texts, *, previous, col_id: str):
+    """``texts`` (id, text) as vectors: (lazy DataFrame (id, model_id, text_sha256, vector), the
+    cached match of texts and stored vectors to unpersist when done, how many texts, how many to
+    compute, partitions, model id). Texts with a vector in ``previous`` (stored vectors, or None)
+    reuse it; the others are encoded in ``mapInPandas``."""
     from pyspark.sql import functions as F
 
     opts = encoder_options(cfg, spark)
     model_id = current_model_id(opts)
-    previous = None if full_refresh else latest_partition(spark, cfg, table, run_date)
     # One pass builds the texts, hashes them, matches stored vectors and counts what is left to
-    # compute (so the partition count fits the work); the write reads the cached result.
+    # compute (so the partition count fits the work); the caller's action reads the cached result.
     joined = match_stored(texts, previous, model_id=model_id).cache()
     row = joined.agg(F.count(F.lit(1)).alias("n"), F.count_if(F.col(S.COL_VECTOR).isNull()).alias("todo")).first()
     total, n_todo = int(row["n"]), int(row["todo"])
@@ -119,6 +119,15 @@ def run_embedding(spark, cfg: Settings, run_date: dt.date, texts, *, table: str,
     if n_todo:
         partitions = max(partitions, min(parallelism, n_todo))
     out = build_embeddings(joined, opts=opts, model_id=model_id, col_id=col_id, partitions=partitions)
+    return out, joined, total, n_todo, partitions, model_id
+
+
+def run_embedding(spark, cfg: Settings, run_date: dt.date, texts, *, table: str, col_id: str,
+                  full_refresh: bool = False) -> dict:
+    """Embed ``texts`` (id, text) for ``run_date`` into ``table``; returns counts and speed.
+    ``full_refresh`` ignores stored vectors and embeds every text again."""
+    previous = None if full_refresh else latest_partition(spark, cfg, table, run_date)
+    out, joined, total, n_todo, partitions, model_id = embed_texts(spark, cfg, texts, previous=previous, col_id=col_id)
     log.info("%s %s: %d texts, %d reused, %d to compute on %d partitions (model %s)",
              table, run_date, total, total - n_todo, n_todo, partitions, model_id)
     t0 = time.perf_counter()  # wall-clock ok: throughput only

@@ -100,3 +100,27 @@ def test_user_vector_ignores_later_text(spark, setup):
     from lmrec.text.encoder import TextEncoder
     ref = TextEncoder(device="cpu").encode(["sturdy strings"])[0]
     assert float(u["u3"] @ ref) > 0.99999
+
+
+def test_held_out_pairs_texts_reach_no_vector(spark, setup):
+    """train and gate select and judge on vectors built without the texts about held-out pairs:
+    none held out gives D's stored vectors (reused, not re-encoded); holding out u1's rating of i1
+    drops u1's review of it (u1 has no other text), and leaves every other vector as stored."""
+    import pandas as pd
+
+    from lmrec.model.training_data import load_training_data, without_held_out_texts
+
+    cfg, _ = setup
+    for job in (embed_items, embed_users):
+        job.run(D1, cfg=cfg, spark=spark)
+    data = load_training_data(spark, cfg, D1)
+    none = without_held_out_texts(spark, cfg, D1, data, data.ratings.iloc[:0])
+    assert np.array_equal(none.item_text, data.item_text) and np.array_equal(none.user_text, data.user_text)
+    u1, i1 = list(data.user_ids).index("u1"), list(data.item_ids).index("i1")
+    held = pd.DataFrame({S.COL_USER_IDX: [u1], S.COL_ITEM_IDX: [i1]})
+    out = without_held_out_texts(spark, cfg, D1, data, held)
+    assert np.abs(data.user_text[u1]).sum() > 0 and not out.user_text[u1].any()
+    others = np.arange(data.n_users) != u1
+    assert np.array_equal(out.user_text[others], data.user_text[others])
+    assert np.array_equal(out.item_text, data.item_text)  # i1 is known by its own title
+    assert out.ratings is data.ratings and out.user_ids is data.user_ids
