@@ -64,8 +64,9 @@ def measure(spark, cfg, night: int, when: str) -> list[dict]:
                      "log": logb, "files": int(detail["numFiles"])})
     ml = Path(cfg.home) / "mlartifacts"
     if ml.exists():
-        rows.append({"night": night, "when": when, "table": "(mlflow artifacts)", "disk": dir_bytes(ml)[0],
-                     "live": dir_bytes(ml)[0], "log": 0, "files": sum(1 for f in ml.rglob("*") if f.is_file())})
+        sizes = [f.stat().st_size for f in ml.rglob("*") if f.is_file()]
+        rows.append({"night": night, "when": when, "table": "(mlflow artifacts)", "disk": sum(sizes),
+                     "live": sum(sizes), "log": 0, "files": len(sizes)})
     return rows
 
 

@@ -300,6 +300,9 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
     i_all = train[S.COL_ITEM_IDX].to_numpy().astype(np.int64)
     r_all = train[S.COL_RATING].to_numpy().astype(np.float32)
     pos_items = np.unique(i_all)
+    # Rows no rating trained keep their random start: exported as zero, so an item (user) without
+    # ratings here is scored by its text alone, as a new one is.
+    untrained = (np.setdiff1d(np.arange(n_items), pos_items), np.setdiff1d(np.arange(n_users), u_all))
     history = {"epoch": [], "loss": [], "mse": [], "bpr": [], "val_ndcg_at_10": []}
     best, best_state, best_epoch, waited = -1.0, None, 0, 0
     history["ease_lambda"], history["ease_lambda_tried"] = lam, lam_tried
@@ -338,7 +341,7 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
         for k in tot:
             history[k].append(tot[k] / len(perm))
         history["epoch"].append(epoch)
-        params = _export(net, B, active, rating_max, cfg, alpha=1.0, gamma=0.0)
+        params = _export(net, B, active, rating_max, cfg, alpha=1.0, gamma=0.0, untrained=untrained)
         ndcg = float("nan")
         if val_eval is not None:
             score_fn = make_score_fn(params, H, X, item_text, user_text, n_items)
@@ -470,12 +473,15 @@ def fit_scorer_distributed(train: pd.DataFrame, *, num_processes: int = 2, use_g
         _ddp_fit, train, fit_kw)
 
 
-def _export(net, B, active, rating_max, cfg, *, alpha: float, gamma: float) -> ScorerParams:
+def _export(net, B, active, rating_max, cfg, *, alpha: float, gamma: float,
+            untrained: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros(0, np.int64))) -> ScorerParams:
+    """The net's parameters as arrays; the ID rows of ``untrained`` (item indices, user indices)
+    are zero (their random initialisation carries no information)."""
     import torch
 
     with torch.no_grad():
         f = lambda t: t.detach().float().cpu().numpy().copy()  # noqa: E731
-        return ScorerParams(
+        params = ScorerParams(
             W_item=f(net.W_item.weight.T), W_user=f(net.W_user.weight.T), W_hist=f(net.W_hist.weight.T),
             E_item=f(net.E_item.weight), P_user=f(net.P_user.weight), Y_hist=f(net.Y_hist.weight),
             theta=f(net.theta), w_bias_text=f(net.bias_text.weight[0]), b_rank_id=f(net.b_rank_id.weight[:, 0]),
@@ -483,6 +489,11 @@ def _export(net, B, active, rating_max, cfg, *, alpha: float, gamma: float) -> S
             b_user=f(net.b_user.weight[:, 0]), mu=float(net.mu), gamma=gamma, alpha=alpha,
             ease_B=B, ease_items=np.asarray(active, dtype=np.int64), rating_max=float(rating_max),
             recency_weight=float(cfg.recency_weight))
+    items, users = untrained
+    params.E_item[items] = 0.0
+    params.Y_hist[items] = 0.0
+    params.P_user[users] = 0.0
+    return params
 
 
 def make_score_fn(params: ScorerParams, H: sp.csr_matrix, X: sp.csr_matrix, item_text: np.ndarray,

@@ -57,6 +57,21 @@ def test_cold_items_well_above_chance(demo):
     assert ours["ndcg_at_10"] > 1.5 * chance["ndcg_at_10"], (ours["ndcg_at_10"], chance["ndcg_at_10"])
 
 
+def test_items_and_users_without_ratings_are_scored_by_their_text_alone(demo):
+    df, T, nU, nI = demo
+    train, _, cold = cold_item_split(df, 0.2, seed=3)
+    train = train[train[S.COL_USER_IDX] != 0]  # user 0 has no rating here
+    params, _ = _fit(train, T, nU, nI, use_ease=False, epochs=2)
+    assert not params.E_item[cold].any() and not params.Y_hist[cold].any() and not params.P_user[0].any()
+    assert params.E_item[np.setdiff1d(np.arange(nI), cold)].any(axis=1).all()
+    # Two items without ratings and with the same text score the same for every user.
+    T2 = T.copy()
+    T2[cold[1]] = T2[cold[0]]
+    H, X = histories(train, nU, nI, rating_max=5.0, recency_weight=0.5)
+    scores = make_score_fn(params, H, X, T2, np.zeros((nU, T.shape[1]), np.float32), nI)(np.arange(nU))
+    np.testing.assert_allclose(scores[:, cold[0]], scores[:, cold[1]], rtol=1e-5, atol=1e-6)
+
+
 def test_seeded_training_is_reproducible(demo):
     df, T, nU, nI = demo
     a, _ = _fit(df, T, nU, nI, epochs=1)
