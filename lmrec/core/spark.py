@@ -61,6 +61,9 @@ def spark_conf(cfg: Settings, app_name: str = "lmrec", *, gpu: bool = False) -> 
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
         "spark.default.parallelism": str(cfg.shuffle_partitions),
+        # VACUUM lists the table's directories with this many tasks (Spark's default: 10,000, which
+        # made a VACUUM of a small table take 15-18 s instead of 5 s on 2 cores).
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(cfg.shuffle_partitions),
         "spark.driver.memory": cfg.driver_memory,
         "spark.ui.enabled": str(cfg.spark_ui).lower(),
         "spark.ui.showConsoleProgress": "false",

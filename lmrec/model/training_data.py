@@ -64,11 +64,11 @@ def load_training_data(spark, cfg, run_date: dt.date) -> TrainingData:
     from lmrec.core.io import read_table, table_version
     from lmrec.core.pit import known_ids
 
-    rm = read_table(spark, cfg, S.RATING_MATRIX, run_date).select(
-        S.COL_USER_IDX, S.COL_ITEM_IDX, S.COL_RATING, S.COL_EVENT_TS).toPandas()
+    ratings = read_table(spark, cfg, S.RATING_MATRIX, run_date)
+    rm = ratings.select(S.COL_USER_IDX, S.COL_ITEM_IDX, S.COL_RATING, S.COL_EVENT_TS).toPandas()
     if rm.empty:
         raise RuntimeError(f"{S.RATING_MATRIX} has no ratings for {run_date}: run ingest and rating_matrix first")
-    users, items = known_ids(spark, cfg, run_date)
+    users, items = known_ids(spark, cfg, run_date, ratings)
     uidx = read_table(spark, cfg, S.USER_INDEX).join(users.distinct(), S.COL_USER).toPandas()
     iidx = read_table(spark, cfg, S.ITEM_INDEX).join(items.distinct(), S.COL_ITEM).toPandas()
     item_emb = read_table(spark, cfg, S.ITEM_EMBEDDINGS, run_date).select(S.COL_ITEM, S.COL_VECTOR).toPandas()
