@@ -7,6 +7,13 @@ The item matrix (and EASE's) is broadcast once; users are split over partitions
 product and a ``torch.topk`` (:mod:`lmrec.model.ranking`), never a full sort or a cross join. Items the user rated by D are removed. Users with ratings are scored from history
 and text; users with text only, from text; users with neither get the most popular items
 (``model_version = 'popularity'``), as does everyone when no champion exists yet.
+
+Incremental nights (``LMREC_INCREMENTAL_SCORE``, on by default): when D-1's published lists come
+from the same model version, a user whose ratings, text vector and history items' vectors are the
+same as D-1's, and none of whose D-1 items changed, keeps those items merged with their scores of
+the changed items (new, re-embedded, listed or unlisted); everyone else is scored again. The
+result is the full scoring's (tested); anything missing (D-1's lists or snapshots, another model,
+a smaller k) means a full scoring.
 """
 
 from __future__ import annotations
@@ -16,10 +23,11 @@ import logging
 import time
 
 import numpy as np
+import pandas as pd
 
 from lmrec.core import schema as S
 from lmrec.core.errors import ParameterError
-from lmrec.model.ranking import ROWS, kernel_model, popular_rows, recommend
+from lmrec.model.ranking import ROWS, kernel_model, merge_rows, popular_rows, recommend
 from lmrec.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +61,83 @@ def model_of(spark, cfg: Settings, run_date: dt.date):
     log.info("score %s: loaded %s version %s (%s, data cutoff %s) in %.1fs", run_date, S.MODEL_NAME, version, source,
              mv.tags.get(R.TAG_DATA_CUTOFF), time.perf_counter() - t0)
     return version, params
+
+
+def since_yesterday(spark, cfg: Settings, run_date: dt.date, version: str, k: int, data, X, candidate: np.ndarray,
+                    users: np.ndarray):
+    """What D can keep of D-1's lists (:mod:`jobs.score`'s incremental night) for the modelled
+    ``users`` (ids, rows of ``X``, D's interaction matrix): (kept mask over ``users``, changed item
+    positions, D-1's item positions (n_kept, k; -1 padding), their scores, their explanations'
+    positions), or None with the reason logged when D must be scored in full."""
+    from pyspark.sql import functions as F
+
+    from lmrec.core.io import is_table, read_table
+
+    prev_day = run_date - dt.timedelta(days=1)
+
+    def full(why: str):
+        log.info("score %s: full scoring (%s)", run_date, why)
+        return None
+
+    if not is_table(spark, cfg, S.RECOMMENDATIONS):
+        return full("no recommendations table yet")
+    prev = (read_table(spark, cfg, S.RECOMMENDATIONS, prev_day).where(F.col(S.COL_MODEL_VERSION) == version)
+            .where(F.col(S.COL_RANK) <= k).select(S.COL_USER, S.COL_RANK, S.COL_ITEM, S.COL_SCORE, S.COL_BECAUSE).toPandas())
+    if prev.empty:
+        return full(f"{prev_day} has no recommendations by version {version}")
+    if int(prev[S.COL_RANK].max()) < k:
+        return full(f"{prev_day}'s lists are shorter than k={k}")
+    keys = {S.RATING_MATRIX: (S.COL_USER, S.COL_ITEM, S.COL_RATING, S.COL_EVENT_TS),
+            S.USER_EMBEDDINGS: (S.COL_USER, S.COL_TEXT_SHA, S.COL_MODEL_ID),
+            S.ITEM_EMBEDDINGS: (S.COL_ITEM, S.COL_TEXT_SHA, S.COL_MODEL_ID), S.ITEMS_RAW: (S.COL_ITEM,)}
+    both = {}
+    for table, cols in keys.items():
+        a, b = (read_table(spark, cfg, table, day).select(*cols) for day in (run_date, prev_day))
+        if b.isEmpty():
+            return full(f"{table} has no snapshot of {prev_day} (retention)")
+        both[table] = (a, b)
+    rating_max = max(cfg.rating_max, float(both[S.RATING_MATRIX][1].agg(F.max(S.COL_RATING)).first()[0]))
+    if rating_max != data.rating_max:
+        return full("the rating scale's maximum changed")
+
+    def changed(table: str, key: str) -> set:
+        a, b = both[table]
+        return {r[0] for r in a.exceptAll(b).unionByName(b.exceptAll(a)).select(key).distinct().collect()}
+
+    users_changed = changed(S.RATING_MATRIX, S.COL_USER) | changed(S.USER_EMBEDDINGS, S.COL_USER)
+    pos = {t: i for i, t in enumerate(data.item_ids)}
+
+    def positions(ids: set) -> np.ndarray:
+        return np.array(sorted(pos[t] for t in ids if t in pos), dtype=np.int64)
+
+    reembedded = positions(changed(S.ITEM_EMBEDDINGS, S.COL_ITEM))  # their factors changed: so did the profiles they are in
+    items_changed = np.union1d(reembedded, positions(changed(S.ITEMS_RAW, S.COL_ITEM)))  # ... or they were (un)listed
+    # D-1's lists as item positions; an item D no longer knows or lists, or a changed one, in a
+    # user's list means that user is scored again.
+    row = {u: i for i, u in enumerate(users)}
+    prev = prev[prev[S.COL_USER].isin(row)]
+    r = prev[S.COL_USER].map(row).to_numpy()
+    c = prev[S.COL_RANK].to_numpy() - 1
+    p = prev[S.COL_ITEM].map(pos).fillna(-2).astype(np.int64).to_numpy()
+    cols = np.full((len(users), k), -1, dtype=np.int64)
+    vals = np.zeros((len(users), k), dtype=np.float32)
+    why = np.full((len(users), k), -1, dtype=np.int64)
+    cols[r, c], vals[r, c] = p, prev[S.COL_SCORE].to_numpy(np.float32)
+    why[r, c] = prev[S.COL_BECAUSE].map(pos).fillna(-1).astype(np.int64).to_numpy()
+    listed = np.zeros(len(users), dtype=bool)
+    listed[r] = True
+    stale = np.zeros(len(users), dtype=bool)
+    lost = (p == -2) | ~candidate[np.maximum(p, 0)] | np.isin(p, items_changed)
+    stale[r[lost]] = True
+    touched = np.asarray(X[:, reembedded].getnnz(axis=1) > 0).ravel() if len(reembedded) else np.zeros(len(users), bool)
+    moved = pd.Series(users).isin(users_changed).to_numpy()
+    kept = listed & ~stale & ~touched & ~moved
+    log.info("score %s: %d of %d users keep %s's lists (model %s), merged with %d changed items; %d scored again "
+             "(%d changed ratings or text, %d with a changed history item, %d with a changed or unlisted item in "
+             "their list, %d without a list)", run_date, int(kept.sum()), len(users), prev_day, version,
+             len(items_changed), int((~kept).sum()), int(moved.sum()), int(touched.sum()),
+             int(stale.sum()), int((~listed).sum()))
+    return kept, items_changed, cols[kept], vals[kept], why[kept]
 
 
 def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int):
@@ -101,9 +186,23 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
                              ease_B=params.ease_B[: len(ease_pos), : len(ease_pos)], ease_pos=ease_pos)
         log.info("score %s: user and item factors in %.1fs; scoring %d users in partitions of %d",
                  run_date, time.perf_counter() - t0, len(mu_idx), USERS_PER_PARTITION)
-        recs = recommend(spark, model, users[modelled].to_numpy(), U, X[mu_idx], top_k,
-                         users_per_partition=USERS_PER_PARTITION)
-        parts.append(recs.withColumn(S.COL_MODEL_VERSION, F.lit(version)))
+        mu = users[modelled].to_numpy()
+        inc = (since_yesterday(spark, cfg, run_date, version, top_k, data, X[mu_idx], candidate, mu)
+               if cfg.incremental_score else None)
+        again = np.ones(len(mu), dtype=bool)
+        if inc is not None:
+            kept, changed, prev_cols, prev_vals, prev_because = inc
+            again = ~kept
+            t0 = time.perf_counter()
+            merged = merge_rows(model, mu[kept], U[kept], X[mu_idx[kept]], top_k, changed, prev_cols, prev_vals, prev_because)
+            log.info("score %s: merged %d kept users' lists with %d changed items in %.1fs", run_date, int(kept.sum()),
+                     len(changed), time.perf_counter() - t0)
+            if len(merged):
+                parts.append(spark.createDataFrame(merged, ROWS).withColumn(S.COL_MODEL_VERSION, F.lit(version)))
+        if again.any():
+            recs = recommend(spark, model, mu[again], U[again], X[mu_idx[again]], top_k,
+                             users_per_partition=USERS_PER_PARTITION)
+            parts.append(recs.withColumn(S.COL_MODEL_VERSION, F.lit(version)))
     if (~modelled).any():
         fallback = popular_rows(users[~modelled].to_numpy(), X[uidx[~modelled]], popular, data.item_ids, top_k)
         parts.append(spark.createDataFrame(fallback, ROWS).withColumn(S.COL_MODEL_VERSION, F.lit(S.POPULARITY_VERSION)))

@@ -82,20 +82,25 @@ def because(cols: np.ndarray, indptr: np.ndarray, indices: np.ndarray, Inorm) ->
     return out
 
 
-def block_scores(m: dict, U: np.ndarray, indptr: np.ndarray, indices: np.ndarray):
+def block_scores(m: dict, U: np.ndarray, indptr: np.ndarray, indices: np.ndarray, cols: np.ndarray | None = None):
     """(B, n_items) torch scores of one block of users: α·(U Iᵀ + β) + γ·(X_block B_ease), with
     non-candidate items and each user's own history items (``indices[indptr[r]:indptr[r+1]]``,
-    rated by D) at -inf. ``m`` holds torch tensors (:func:`as_tensors`)."""
+    rated by D) at -inf. ``m`` holds torch tensors (:func:`as_tensors`). ``cols``: only these item
+    positions (B, len(cols)), the same values the full block has in those columns."""
     import torch
 
-    B, n = len(U), m["I"].shape[0]
+    I, beta, mask, ease_row = m["I"], m["beta"], m["mask"], m["ease_row"]
+    if cols is not None:
+        ct = torch.from_numpy(np.asarray(cols, dtype=np.int64))
+        I, beta, mask = I[ct], beta[ct], (None if mask is None else mask[ct])
+    B, n = len(U), I.shape[0]
     if m["alpha"]:
-        scores = torch.addmm(m["beta"], torch.from_numpy(U), m["I"].T, alpha=m["alpha"], beta=m["alpha"])
+        scores = torch.addmm(beta, torch.from_numpy(U), I.T, alpha=m["alpha"], beta=m["alpha"])
     else:
         scores = torch.zeros(B, n)
     rows = np.repeat(np.arange(B), np.diff(indptr))
     if m["gamma"] and len(m["ease_pos"]):
-        er = m["ease_row"][indices]
+        er = ease_row[indices]
         keep = er >= 0
         if keep.any():
             X = torch.sparse_coo_tensor(torch.from_numpy(np.vstack([rows[keep], er[keep]])), torch.ones(int(keep.sum())),
@@ -103,11 +108,49 @@ def block_scores(m: dict, U: np.ndarray, indptr: np.ndarray, indices: np.ndarray
             with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta"
                 warnings.simplefilter("ignore", UserWarning)
                 X = X.to_sparse_csr()
-            scores.index_add_(1, m["ease_pos"], torch.sparse.mm(X, m["ease_B"]), alpha=m["gamma"])
-    if m["mask"] is not None:
-        scores += m["mask"]
-    scores[torch.from_numpy(rows), torch.from_numpy(indices)] = -torch.inf
+            if cols is None:
+                scores.index_add_(1, m["ease_pos"], torch.sparse.mm(X, m["ease_B"]), alpha=m["gamma"])
+            else:
+                ec = ease_row[cols]
+                on = np.flatnonzero(ec >= 0)
+                if len(on):
+                    part = torch.sparse.mm(X, m["ease_B"][:, torch.from_numpy(ec[on])].contiguous())
+                    scores.index_add_(1, torch.from_numpy(on), part, alpha=m["gamma"])
+    if mask is not None:
+        scores += mask
+    if cols is None:
+        scores[torch.from_numpy(rows), torch.from_numpy(indices)] = -torch.inf
+    else:
+        where = np.full(len(ease_row), -1, dtype=np.int64)
+        where[cols] = np.arange(len(cols))
+        hit = where[indices] >= 0
+        scores[torch.from_numpy(rows[hit]), torch.from_numpy(where[indices][hit])] = -torch.inf
     return scores
+
+
+def merge_block(m: dict, users: np.ndarray, U: np.ndarray, indptr: np.ndarray, indices: np.ndarray, k: int,
+                changed: np.ndarray, prev_cols: np.ndarray, prev_vals: np.ndarray, prev_because: np.ndarray) -> pd.DataFrame:
+    """Recommendation rows for users whose top-k is known from the night before and still valid
+    (same model, history, text and history items' texts, and none of their k items changed):
+    their previous items (``prev_cols`` (B, k') item positions, -1 padding; ``prev_vals`` their
+    float32 scores; ``prev_because`` positions, -1 none) merged with their scores of the changed
+    items (``changed``: positions of new, re-embedded or (un)listed items). Exactly the full top-k:
+    every other item scores as it did and stayed below the k-th; ties by item position as
+    :func:`top_k`."""
+    B, c = len(users), len(changed)
+    new = block_scores(m, U, indptr, indices, cols=changed).numpy() if c else np.zeros((B, 0), np.float32)
+    cols = np.hstack([prev_cols, np.broadcast_to(np.asarray(changed, np.int64), (B, c))])
+    vals = np.hstack([np.where(prev_cols >= 0, prev_vals, -np.inf).astype(np.float32), new])
+    idx = np.lexsort((cols, -vals), axis=1)[:, :k]
+    cols, vals = np.take_along_axis(cols, idx, 1), np.take_along_axis(vals, idx, 1)
+    cols[~np.isfinite(vals)] = -1
+    fresh = idx >= prev_cols.shape[1]  # the changed items that made the list
+    why = np.take_along_axis(prev_because, np.minimum(idx, prev_cols.shape[1] - 1), 1) if prev_cols.shape[1] else \
+        np.full(idx.shape, -1, np.int64)
+    if fresh.any():
+        why = np.where(fresh, because(np.where(fresh, cols, -1), indptr, indices, m["I_norm"]), why)
+    why[cols < 0] = -1
+    return _rows(users, cols, vals, why, m["item_ids"])
 
 
 def as_tensors(m: dict) -> dict:
@@ -203,6 +246,21 @@ def recommend(spark, model: dict, users: np.ndarray, U: np.ndarray, seen, k: int
     n_parts = max(1, -(-len(users) // users_per_partition))
     return (spark.range(n_parts, numPartitions=n_parts)
             .mapInPandas(score_partitions(bc, k, users_per_partition, block), ROWS))
+
+
+def merge_rows(model: dict, users: np.ndarray, U: np.ndarray, seen, k: int, changed: np.ndarray,
+               prev_cols: np.ndarray, prev_vals: np.ndarray, prev_because: np.ndarray, *, block: int = 4096) -> pd.DataFrame:
+    """:func:`merge_block` over all ``users`` (their factors U, histories ``seen`` (CSR, row r =
+    user r) and yesterday's lists), ``block`` users at a time, on the driver: each block is one
+    (B, len(changed)) product, small next to a full scoring."""
+    m = as_tensors(model)
+    seen = seen.tocsr()
+    ptr, idx = seen.indptr.astype(np.int64), seen.indices.astype(np.int64)
+    frames = [merge_block(m, np.asarray(users[s:s + block]).astype(str).astype(object), np.asarray(U[s:s + block], np.float32),
+                          ptr[s:s + block + 1] - ptr[s], idx[ptr[s]:ptr[min(s + block, len(users))]], k, changed,
+                          prev_cols[s:s + block], prev_vals[s:s + block], prev_because[s:s + block])
+              for s in range(0, len(users), block)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[c.split()[0] for c in ROWS.split(", ")])
 
 
 def popular_rows(users: np.ndarray, seen, popular: np.ndarray, item_ids: np.ndarray, k: int,

@@ -83,13 +83,20 @@ class ScorerConfig:
 def history_weights(train: pd.DataFrame, n_users: int, n_items: int, *, rating_max: float,
                     recency_weight: float) -> sp.csr_matrix:
     """(n_users, n_items) history weights a_uj: (0.5 + r/r_max) · (1 + recency_weight · recency),
-    recency in [0, 1] by the item's rank in the user's history; rows scaled by 1/sqrt(Σ_j a_uj)."""
+    recency in [0, 1] by the item's rank in the user's history (by time, then item index: a user's
+    weights depend on their own ratings only, never on the rows' order); rows scaled by
+    1/sqrt(Σ_j a_uj)."""
     if len(train) == 0:
         return sp.csr_matrix((n_users, n_items), dtype=np.float32)
-    order = train[S.COL_EVENT_TS].rank(method="first") if S.COL_EVENT_TS in train else pd.Series(0, index=train.index)
-    rank = order.groupby(train[S.COL_USER_IDX]).rank(method="first")
-    size = train.groupby(S.COL_USER_IDX)[S.COL_USER_IDX].transform("size")
-    recency = ((rank - 1) / np.maximum(size - 1, 1)).to_numpy()
+    user = train[S.COL_USER_IDX].to_numpy()
+    keys = [train[S.COL_ITEM_IDX].to_numpy()] + ([train[S.COL_EVENT_TS].to_numpy()] if S.COL_EVENT_TS in train else [])
+    order = np.lexsort((*keys, user))
+    starts = np.r_[0, np.flatnonzero(np.diff(user[order])) + 1]  # each user's first row in ``order``
+    size = np.diff(np.r_[starts, len(order)])
+    rank, n = np.empty(len(order)), np.empty(len(order))
+    rank[order] = np.arange(len(order)) - np.repeat(starts, size)  # 0-based place in the user's history
+    n[order] = np.repeat(size, size)  # the user's number of ratings
+    recency = rank / np.maximum(n - 1, 1)
     w = (0.5 + train[S.COL_RATING].to_numpy() / rating_max) * (1.0 + recency_weight * recency)
     H = interactions(train, n_users, n_items, values=w)
     norm = np.asarray(H.sum(1)).ravel()

@@ -76,6 +76,56 @@ def test_score_block_equals_bruteforce(alpha, gamma):
     assert "u4" not in set(got[S.COL_USER])
 
 
+@pytest.mark.parametrize("alpha,gamma", [(1.0, 0.0), (0.5, 2.0), (0.0, 1.0)])
+def test_merging_yesterdays_lists_with_changed_items_equals_scoring_again(alpha, gamma):
+    """The incremental night: a user whose inputs did not change keeps yesterday's k items merged
+    with their scores of the changed items (new, re-embedded, listed or unlisted), and gets exactly
+    the rows a full scoring gives, ties (abundant here) and explanations included."""
+    rng = np.random.default_rng(7)
+    n, d, k, n_users, n_new = 50, 5, 6, 80, 3
+    today = _model(rng, n, d, alpha=alpha, gamma=gamma)
+    today["ease_B"] = today["ease_B"][: int((today["ease_pos"] < n - n_new).sum())][:, : int((today["ease_pos"] < n - n_new).sum())]
+    today["ease_pos"] = today["ease_pos"][today["ease_pos"] < n - n_new]  # the model knows no new item
+    today["ease_row"][n - n_new:] = -1
+    changed_text = rng.choice(n - n_new, 4, replace=False)
+    flipped = rng.choice(n - n_new, 3, replace=False)
+    yesterday = {key: (v[: n - n_new].copy() if key in ("I", "beta", "I_norm", "item_ids", "candidate", "ease_row") else v)
+                 for key, v in today.items()}
+    yesterday["I"][changed_text] = rng.integers(-2, 3, (len(changed_text), d))
+    yesterday["I_norm"] = yesterday["I"] / np.clip(np.linalg.norm(yesterday["I"], axis=1, keepdims=True), 1e-9, None)
+    yesterday["candidate"][flipped] = ~yesterday["candidate"][flipped]
+    changed = np.unique(np.r_[changed_text, flipped, np.arange(n - n_new, n)])
+
+    U = rng.integers(-2, 3, (n_users, d)).astype(np.float32)
+    rest = np.setdiff1d(np.arange(n - n_new), changed)
+    hists = [np.sort(rng.choice(rest, rng.integers(0, 10), replace=False)) for _ in range(n_users)]
+    users = np.array([f"u{r}" for r in range(n_users)], dtype=object)
+    indptr = np.concatenate([[0], np.cumsum([len(h) for h in hists])])
+    indices = np.concatenate(hists).astype(np.int64)
+    prev = ranking.score_block(ranking.as_tensors(yesterday), users, U, indptr, indices, k)
+    full = ranking.score_block(ranking.as_tensors(today), users, U, indptr, indices, k)
+
+    pos = {f"i{j}": j for j in range(n)}
+    prev_cols = np.full((n_users, k), -1)
+    prev_vals = np.zeros((n_users, k), np.float32)
+    prev_because = np.full((n_users, k), -1)
+    r = prev[S.COL_USER].str[1:].astype(int).to_numpy()
+    c = prev[S.COL_RANK].to_numpy() - 1
+    prev_cols[r, c] = prev[S.COL_ITEM].map(pos)
+    prev_vals[r, c] = prev[S.COL_SCORE]
+    prev_because[r, c] = prev[S.COL_BECAUSE].map(pos).fillna(-1).astype(int)
+    kept = ~np.isin(prev_cols, changed).any(1)  # a changed item in the list: scored again instead
+    assert 10 < kept.sum() < n_users
+    ku = np.flatnonzero(kept)
+    sub_ptr = np.concatenate([[0], np.cumsum(np.diff(indptr)[ku])])
+    sub_idx = np.concatenate([indices[indptr[u]:indptr[u + 1]] for u in ku]).astype(np.int64)
+    got = ranking.merge_block(ranking.as_tensors(today), users[ku], U[ku], sub_ptr, sub_idx, k, changed,
+                              prev_cols[ku], prev_vals[ku], prev_because[ku])
+    want = full[full[S.COL_USER].isin(users[ku])].reset_index(drop=True)
+    assert (got[S.COL_ITEM].isin(today["item_ids"][changed])).any()  # the merge did bring changed items in
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want, check_dtype=False)
+
+
 @pytest.mark.spark
 def test_spark_partitions_and_blocks_equal_one_block(spark):
     """recommend() over many partitions (and blocks inside them) = one block of every user."""
