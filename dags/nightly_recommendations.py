@@ -16,7 +16,7 @@ text) into top-k recommendations in the Delta table `recommendations` (partition
   goes on with the old champion (the gate task's return value says `kept_champion`).
 * **score** + **validate** write top-k per user and publish them atomically after checks.
 
-Params: `source` (source directory), `top_k` (1–1000), `full_refresh` (re-embed every text),
+Params: `source` (source directory), `top_k` (1–1000), `full_refresh` (re-embed every text, score every user),
 `retrain` (`auto` | `always`).
 Every task only touches its own date's partition, so reruns, clears and backfills
 (`airflow backfill create --dag-id nightly_recommendations --from-date … --to-date …`) are safe,
@@ -136,7 +136,7 @@ def _reference(result):
     params={
         "source": Param(CFG.source, type="string", minLength=1, description="source directory (docs/ARCHITECTURE.md, Source format)"),
         "top_k": Param(CFG.top_k, type="integer", minimum=1, maximum=S.MAX_K, description="recommendations per user"),
-        "full_refresh": Param(False, type="boolean", description="re-embed every text, ignoring stored vectors"),
+        "full_refresh": Param(False, type="boolean", description="re-embed every text (ignoring stored vectors) and score every user (ignoring D-1's lists)"),
         "retrain": Param(CFG.retrain, type="string", enum=["auto", "always"],
                          description="auto: train only when the champion is stale (README, Retraining); always: train tonight"),
     },

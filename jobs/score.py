@@ -140,8 +140,9 @@ def since_yesterday(spark, cfg: Settings, run_date: dt.date, version: str, k: in
     return kept, items_changed, cols[kept], vals[kept], why[kept]
 
 
-def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int):
-    """The recommendations DataFrame for D (without run_date) and the champion version used."""
+def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int, incremental: bool = True):
+    """The recommendations DataFrame for D (without run_date) and the champion version used.
+    ``incremental`` (and ``LMREC_INCREMENTAL_SCORE``): keep D-1's lists of unchanged users."""
     from pyspark.sql import functions as F
 
     from lmrec.core.io import read_table
@@ -188,7 +189,7 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
                  run_date, time.perf_counter() - t0, len(mu_idx), USERS_PER_PARTITION)
         mu = users[modelled].to_numpy()
         inc = (since_yesterday(spark, cfg, run_date, version, top_k, data, X[mu_idx], candidate, mu)
-               if cfg.incremental_score else None)
+               if incremental and cfg.incremental_score else None)
         again = np.ones(len(mu), dtype=bool)
         if inc is not None:
             kept, changed, prev_cols, prev_vals, prev_because = inc
@@ -214,12 +215,14 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
     return out, version
 
 
-def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, top_k: int | None = None) -> dict:
-    """Score every active user for ``run_date`` into the staging table; returns counts."""
+def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, top_k: int | None = None,
+        full_refresh: bool = False) -> dict:
+    """Score every active user for ``run_date`` into the staging table; returns counts.
+    ``full_refresh``: score everyone, ignoring D-1's lists."""
     from lmrec.core.io import read_table, write_partition
 
     k = cfg.top_k if top_k is None else top_k
-    recs, version = build_recommendations(spark, cfg, run_date, top_k=k)
+    recs, version = build_recommendations(spark, cfg, run_date, top_k=k, incremental=not full_refresh)
     t0 = time.perf_counter()
     write_partition(recs, cfg, S.RECOMMENDATIONS_STAGING, run_date)
     log.info("score %s: scored and wrote %s partition in %.1fs", run_date, S.RECOMMENDATIONS_STAGING,

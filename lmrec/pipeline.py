@@ -50,7 +50,7 @@ JOBS: tuple[Job, ...] = (
     # backfill test checks it; README "Backfills" has its last result).
     Job("train", (), 180, gpu=True, options=("retrain",), in_date_order=True, after_previous_downstream=True),
     Job("gate", (S.MODEL_LEDGER,), 60, in_date_order=True),
-    Job("score", (S.RECOMMENDATIONS_STAGING,), 120, options=("top_k",)),
+    Job("score", (S.RECOMMENDATIONS_STAGING,), 120, options=("top_k", "full_refresh")),
     Job("validate", (S.RECOMMENDATIONS,), 60, options=("top_k",)),
 )
 JOB_NAMES = tuple(j.name for j in JOBS)
@@ -80,7 +80,8 @@ OPTIONS: dict[str, tuple[str, dict, str]] = {
         "'auto' trains only when the champion is stale (README, Retraining), 'always' trains tonight "
         "(default $LMREC_RETRAIN or auto)")), "{{ params.retrain }}"),
     "full_refresh": ("--full-refresh", dict(nargs="?", const=True, type=parse_bool, metavar="BOOL",
-                                            help="re-embed every text, ignoring stored vectors"),
+                                            help="recompute from scratch: re-embed every text (ignoring stored "
+                                                 "vectors) and score every user (ignoring D-1's lists)"),
                      "{{ params.full_refresh }}"),
 }
 

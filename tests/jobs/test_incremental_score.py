@@ -3,7 +3,6 @@ the full scoring's rows (real Spark, Delta, MLflow; a demo with a seeded change 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -54,7 +53,7 @@ def test_next_night_keeps_unchanged_users_lists_and_equals_a_full_scoring(spark,
     version, _ = score.model_of(spark, cfg, D4)
     assert version is not None
     inc, v1 = score.build_recommendations(spark, cfg, D4, top_k=cfg.top_k)
-    full, v2 = score.build_recommendations(spark, dataclasses.replace(cfg, incremental_score=False), D4, top_k=cfg.top_k)
+    full, v2 = score.build_recommendations(spark, cfg, D4, top_k=cfg.top_k, incremental=False)  # --full-refresh
     got, want = _rows(inc), _rows(full)
     assert v1 == v2 == version
     pd.testing.assert_frame_equal(got.drop(columns=[S.COL_SCORE]), want.drop(columns=[S.COL_SCORE]))
