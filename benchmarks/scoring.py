@@ -37,7 +37,7 @@ from benchmarks.common import write_result, PeakMemory, bench_settings, require_
 from lmrec.core import schema as S  # noqa: E402
 from lmrec.core.spark import get_spark  # noqa: E402
 from lmrec.model.baselines import ease_matrix, interactions  # noqa: E402
-from lmrec.model.ranking import kernel_model, merge_rows, recommend  # noqa: E402
+from lmrec.model.ranking import kernel_model, lists_as_positions, merge_rows, recommend  # noqa: E402
 
 K = 10
 RANK = 64
@@ -160,12 +160,7 @@ def next_night(spark, ratings: pd.DataFrame, changed_share: float = 0.01) -> str
     moved = rng.random(n_u) < changed_share  # users with new ratings or text (U redrawn below)
     U1 = U.copy()
     U1[moved] = rng.normal(0, 0.3, (int(moved.sum()), RANK))
-    cols = np.full((n_u, K), -1, np.int64)
-    vals = np.zeros((n_u, K), np.float32)
-    why = np.full((n_u, K), -1, np.int64)
-    r, c = prev[S.COL_USER].astype(int).to_numpy(), prev[S.COL_RANK].to_numpy() - 1
-    cols[r, c], vals[r, c] = prev[S.COL_ITEM].astype(int).to_numpy(), prev[S.COL_SCORE].to_numpy(np.float32)
-    why[r, c] = prev[S.COL_BECAUSE].fillna(-1).astype(int).to_numpy()
+    cols, vals, why = lists_as_positions(prev, users, {t: i for i, t in enumerate(ids)}, K)
     touched = X[:, changed].getnnz(axis=1) > 0
     kept = ~moved & ~touched & ~np.isin(cols, changed).any(1)
     m1 = model(I1)
@@ -194,6 +189,14 @@ def next_night(spark, ratings: pd.DataFrame, changed_share: float = 0.01) -> str
             "(Spark reads of both) is not in these times.\n\n" + df.round(2).to_markdown(index=False) + "\n")
 
 
+def demo_ratings() -> pd.DataFrame:
+    """The 100,000 x 20,000 demo catalogue's ratings with integer ``u``, ``i`` and ``r``."""
+    from lmrec.data.demo import generate
+
+    d, _, _ = generate(100_000, 20_000, ratings_per_user=20, seed=S.SEED)
+    return d.assign(u=d["user_id"].str[1:].astype(int), i=d["item_id"].str[1:].astype(int), r=d["rating"])
+
+
 def implicitversion() -> str:
     import implicit
 
@@ -210,25 +213,14 @@ def main() -> None:
     cfg = bench_settings("scoring", LMREC_DRIVER_MEMORY="12g")
     spark = get_spark(cfg, "lmrec-bench-scoring")
     if args.next_night:
-        from lmrec.data.demo import generate
-
-        d, _, _ = generate(100_000, 20_000, ratings_per_user=20, seed=S.SEED)
-        d["u"] = d["user_id"].str[1:].astype(int)
-        d["i"] = d["item_id"].str[1:].astype(int)
-        return write_result("scoring-next-night", next_night(spark, d))
+        return write_result("scoring-next-night", next_night(spark, demo_ratings()))
     r = pd.read_csv(require_ml_small() / "ratings.csv")
     r["u"] = r["userId"].astype("category").cat.codes
     r["i"] = r["movieId"].astype("category").cat.codes
     r["r"] = r["rating"]
     rows = bench(spark, f"ml-latest-small ({r.u.nunique()} users x {r.i.nunique()} items)", r, max_iter=10)
     if not args.skip_demo:
-        from lmrec.data.demo import generate
-
-        d, _, _ = generate(100_000, 20_000, ratings_per_user=20, seed=S.SEED)
-        d["u"] = d["user_id"].str[1:].astype(int)
-        d["i"] = d["item_id"].str[1:].astype(int)
-        d["r"] = d["rating"]
-        rows += bench(spark, "demo (100,000 users x 20,000 items)", d, max_iter=2)
+        rows += bench(spark, "demo (100,000 users x 20,000 items)", demo_ratings(), max_iter=2)
     df = pd.DataFrame(rows, columns=["data", "path", "seconds", "peak_rss_mib"])
     for data, g in df.groupby("data", sort=False):
         als = g[g.path.str.startswith("Spark ALS")].seconds.iloc[0]

@@ -27,7 +27,7 @@ import pandas as pd
 
 from lmrec.core import schema as S
 from lmrec.core.errors import ParameterError
-from lmrec.model.ranking import ROWS, kernel_model, merge_rows, popular_rows, recommend
+from lmrec.model.ranking import ROWS, kernel_model, lists_as_positions, merge_rows, popular_rows, recommend
 from lmrec.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -112,23 +112,11 @@ def since_yesterday(spark, cfg: Settings, run_date: dt.date, version: str, k: in
 
     reembedded = positions(changed(S.ITEM_EMBEDDINGS, S.COL_ITEM))  # their factors changed: so did the profiles they are in
     items_changed = np.union1d(reembedded, positions(changed(S.ITEMS_RAW, S.COL_ITEM)))  # ... or they were (un)listed
-    # D-1's lists as item positions; an item D no longer knows or lists, or a changed one, in a
-    # user's list means that user is scored again.
-    row = {u: i for i, u in enumerate(users)}
-    prev = prev[prev[S.COL_USER].isin(row)]
-    r = prev[S.COL_USER].map(row).to_numpy()
-    c = prev[S.COL_RANK].to_numpy() - 1
-    p = prev[S.COL_ITEM].map(pos).fillna(-2).astype(np.int64).to_numpy()
-    cols = np.full((len(users), k), -1, dtype=np.int64)
-    vals = np.zeros((len(users), k), dtype=np.float32)
-    why = np.full((len(users), k), -1, dtype=np.int64)
-    cols[r, c], vals[r, c] = p, prev[S.COL_SCORE].to_numpy(np.float32)
-    why[r, c] = prev[S.COL_BECAUSE].map(pos).fillna(-1).astype(np.int64).to_numpy()
-    listed = np.zeros(len(users), dtype=bool)
-    listed[r] = True
-    stale = np.zeros(len(users), dtype=bool)
-    lost = (p == -2) | ~candidate[np.maximum(p, 0)] | np.isin(p, items_changed)
-    stale[r[lost]] = True
+    # D-1's lists as item positions; an item D no longer knows (-2) or lists, or a changed one, in
+    # a user's list means that user is scored again.
+    cols, vals, why = lists_as_positions(prev, users, pos, k)
+    listed = (cols != -1).any(axis=1)
+    stale = ((cols == -2) | ((cols >= 0) & ~candidate[np.maximum(cols, 0)]) | np.isin(cols, items_changed)).any(axis=1)
     touched = np.asarray(X[:, reembedded].getnnz(axis=1) > 0).ravel() if len(reembedded) else np.zeros(len(users), bool)
     moved = pd.Series(users).isin(users_changed).to_numpy()
     kept = listed & ~stale & ~touched & ~moved
@@ -187,21 +175,20 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
                              ease_B=params.ease_B[: len(ease_pos), : len(ease_pos)], ease_pos=ease_pos)
         log.info("score %s: user and item factors in %.1fs; scoring %d users in partitions of %d",
                  run_date, time.perf_counter() - t0, len(mu_idx), USERS_PER_PARTITION)
-        mu = users[modelled].to_numpy()
-        inc = (since_yesterday(spark, cfg, run_date, version, top_k, data, X[mu_idx], candidate, mu)
+        mu, Xm = users[modelled].to_numpy(), X[mu_idx]
+        inc = (since_yesterday(spark, cfg, run_date, version, top_k, data, Xm, candidate, mu)
                if incremental and cfg.incremental_score else None)
         again = np.ones(len(mu), dtype=bool)
-        if inc is not None:
+        if inc is not None and inc[0].any():
             kept, changed, prev_cols, prev_vals, prev_because = inc
             again = ~kept
             t0 = time.perf_counter()
-            merged = merge_rows(model, mu[kept], U[kept], X[mu_idx[kept]], top_k, changed, prev_cols, prev_vals, prev_because)
+            merged = merge_rows(model, mu[kept], U[kept], Xm[kept], top_k, changed, prev_cols, prev_vals, prev_because)
             log.info("score %s: merged %d kept users' lists with %d changed items in %.1fs", run_date, int(kept.sum()),
                      len(changed), time.perf_counter() - t0)
-            if len(merged):
-                parts.append(spark.createDataFrame(merged, ROWS).withColumn(S.COL_MODEL_VERSION, F.lit(version)))
+            parts.append(spark.createDataFrame(merged, ROWS).withColumn(S.COL_MODEL_VERSION, F.lit(version)))
         if again.any():
-            recs = recommend(spark, model, mu[again], U[again], X[mu_idx[again]], top_k,
+            recs = recommend(spark, model, mu[again], U[again], Xm[again], top_k,
                              users_per_partition=USERS_PER_PARTITION)
             parts.append(recs.withColumn(S.COL_MODEL_VERSION, F.lit(version)))
     if (~modelled).any():

@@ -248,6 +248,22 @@ def recommend(spark, model: dict, users: np.ndarray, U: np.ndarray, seen, k: int
             .mapInPandas(score_partitions(bc, k, users_per_partition, block), ROWS))
 
 
+def lists_as_positions(prev: pd.DataFrame, users: np.ndarray, item_pos: dict, k: int):
+    """Last night's rows (``user_id``, ``rank``, ``item_id``, ``score``, ``because_item_id``) as the
+    arrays :func:`merge_rows` takes, one row per user of ``users``: item positions (n, k; -1 no
+    row, -2 an item ``item_pos`` does not know), float32 scores, explanation positions (-1 none)."""
+    row = {u: i for i, u in enumerate(users)}
+    prev = prev[prev[S.COL_USER].isin(row)]
+    r, c = prev[S.COL_USER].map(row).to_numpy(), prev[S.COL_RANK].to_numpy() - 1
+    cols = np.full((len(users), k), -1, dtype=np.int64)
+    vals = np.zeros((len(users), k), dtype=np.float32)
+    why = np.full((len(users), k), -1, dtype=np.int64)
+    cols[r, c] = prev[S.COL_ITEM].map(item_pos).fillna(-2).astype(np.int64).to_numpy()
+    vals[r, c] = prev[S.COL_SCORE].to_numpy(np.float32)
+    why[r, c] = prev[S.COL_BECAUSE].map(item_pos).fillna(-1).astype(np.int64).to_numpy()
+    return cols, vals, why
+
+
 def merge_rows(model: dict, users: np.ndarray, U: np.ndarray, seen, k: int, changed: np.ndarray,
                prev_cols: np.ndarray, prev_vals: np.ndarray, prev_because: np.ndarray, *, block: int = 4096) -> pd.DataFrame:
     """:func:`merge_block` over all ``users`` (their factors U, histories ``seen`` (CSR, row r =
@@ -260,7 +276,7 @@ def merge_rows(model: dict, users: np.ndarray, U: np.ndarray, seen, k: int, chan
                           ptr[s:s + block + 1] - ptr[s], idx[ptr[s]:ptr[min(s + block, len(users))]], k, changed,
                           prev_cols[s:s + block], prev_vals[s:s + block], prev_because[s:s + block])
               for s in range(0, len(users), block)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[c.split()[0] for c in ROWS.split(", ")])
+    return pd.concat(frames, ignore_index=True)
 
 
 def popular_rows(users: np.ndarray, seen, popular: np.ndarray, item_ids: np.ndarray, k: int,
