@@ -35,9 +35,10 @@ class FileCounts:
 # Reading: every source file becomes string columns + the raw record + its order in the file.
 
 def read_source(spark, path: str, fmt: str, stem: str):
-    """Read one source file as all-string columns plus ``_raw`` (the record as read),
-    ``_corrupt_record`` (set for malformed CSV lines), ``_order`` and ``line``: a cached frame
-    (the caller clears the cache when done), the file read once.
+    """Read one source file as all-string columns plus ``_corrupt_record`` (set for malformed CSV
+    lines), ``_order``, ``line`` and ``attributes``: a frame over a cache of the file, read once
+    (the caller clears the cache when done). The validators add ``_raw`` (the record as read) to
+    rejected rows only.
 
     Raises:
         SourceError: a required column is missing (the message names file and column).
@@ -63,19 +64,15 @@ def read_source(spark, path: str, fmt: str, stem: str):
         df = spark.read.parquet(path)
         df = df.select(*[F.col(c).cast("string").alias(c) for c in header]).withColumn(CORRUPT, F.lit(None).cast("string"))
     # The file is read once: into this cache, which the line numbers' partition counts fill.
+    # Everything else is derived lazily; the validators' output is the next (and last) cache.
     base = df.withColumn(ORDER, F.monotonically_increasing_id()).cache()
     df = _with_line_numbers(base, header, fmt)
-    raw_json = F.to_json(F.struct(*[F.col(c) for c in header]))
-    df = df.withColumn(RAW, F.coalesce(F.col(CORRUPT), raw_json))
     for c in optional:
         if c not in header:
             df = df.withColumn(c, F.lit(None).cast("string"))
     extras = [c for c in header if c not in required and c not in optional]
     attrs = F.to_json(F.create_map(*[x for c in extras for x in (F.lit(c), F.col(c))])) if extras else F.lit(None)
-    out = df.withColumn(S.COL_ATTRIBUTES, attrs.cast("string")).cache()
-    out.count()  # materialised from ``base``, which can then go
-    base.unpersist()
-    return out
+    return df.withColumn(S.COL_ATTRIBUTES, attrs.cast("string"))
 
 
 def _with_line_numbers(df, header: list[str], fmt: str):
@@ -147,6 +144,17 @@ def _mark_duplicates(df, key_cols):
                          .otherwise(F.col(S.COL_REASON)))
 
 
+def _with_raw_record(df):
+    """``_raw`` for rejected rows (null for accepted ones, so no JSON is built for them): the
+    malformed line as read, or the record's source columns as JSON (null fields left out). Call
+    before any source column is replaced by its parsed value."""
+    from pyspark.sql import functions as F
+
+    internal = {CORRUPT, ORDER, RAW, S.COL_LINE, S.COL_ATTRIBUTES, S.COL_REASON}
+    record = F.to_json(F.struct(*[F.col(c) for c in df.columns if c not in internal]))
+    return df.withColumn(RAW, F.when(F.col(S.COL_REASON).isNotNull(), F.coalesce(F.col(CORRUPT), record)))
+
+
 def _text_checks(cols, max_chars):
     from pyspark.sql import functions as F
 
@@ -166,7 +174,7 @@ def validate_items(df, *, max_chars: int):
     checks += _text_checks([S.COL_ITEM, S.COL_TITLE, S.COL_DESCRIPTION, S.COL_CATEGORIES], max_chars)
     df = df.withColumn(S.COL_REASON, _first_reason(checks))
     # An item id listed twice is a duplicate record: the first one wins.
-    return _mark_duplicates(df, [S.COL_ITEM])
+    return _with_raw_record(_mark_duplicates(df, [S.COL_ITEM]))
 
 
 def validate_ratings(df, item_ids, *, rating_min: float, rating_max: float):
@@ -193,7 +201,7 @@ def validate_ratings(df, item_ids, *, rating_min: float, rating_max: float):
     df = df.join(known, F.col(S.COL_ITEM) == F.col("_known"), "left")
     df = df.withColumn(S.COL_REASON, F.when(F.col(S.COL_REASON).isNull() & F.col("_known").isNull(),
                                             F.lit(S.REASON_UNKNOWN_ITEM)).otherwise(F.col(S.COL_REASON)))
-    return df.drop("_known").withColumn(S.COL_RATING, rating).withColumn(S.COL_EVENT_TS, ts)
+    return _with_raw_record(df.drop("_known")).withColumn(S.COL_RATING, rating).withColumn(S.COL_EVENT_TS, ts)
 
 
 def validate_user_text(df, *, max_chars: int):
@@ -208,7 +216,7 @@ def validate_user_text(df, *, max_chars: int):
     ] + _text_checks([S.COL_USER, S.COL_ITEM, S.COL_TEXT, S.COL_SUMMARY], max_chars)
     df = df.withColumn(S.COL_REASON, _first_reason(checks))
     df = _mark_duplicates(df, [S.COL_USER, S.COL_ITEM, S.COL_TEXT, S.COL_TIMESTAMP])
-    return df.withColumn(S.COL_EVENT_TS, ts)
+    return _with_raw_record(df).withColumn(S.COL_EVENT_TS, ts)
 
 
 BRONZE_COLUMNS = {
