@@ -23,20 +23,38 @@ def bench_settings(name: str, **env):
     return Settings.from_env(base)
 
 
-def dataset_run(name: str, argv, run) -> list[str]:
+DATASETS = ("ml-small", "amazon")
+
+
+def dataset_args(doc: str, argv=None, *flags: tuple[str, str]):
+    """The command line of the two-dataset benchmarks: dataset names (default both; an unknown
+    one is refused) and the given ``(flag, help)`` switches; ``--help`` prints ``doc``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("datasets", nargs="*", metavar="DATASET",
+                    help=f"datasets to run, of {', '.join(DATASETS)} (default: both)")
+    for flag, text in flags:
+        ap.add_argument(flag, action="store_true", help=text)
+    args = ap.parse_args(argv)
+    unknown = [d for d in args.datasets if d not in DATASETS]
+    if unknown:
+        ap.error(f"unknown dataset {', '.join(unknown)}; choose from {', '.join(DATASETS)}")
+    args.datasets = args.datasets or list(DATASETS)
+    return args
+
+
+def dataset_run(name: str, names: list[str], run) -> list[str]:
     """What the two-dataset quality benchmarks share: seeded torch, a Spark session with a
     checkpoint directory (ALS grids of 10-15 iterations overflowed the stack without one), the
-    MiniLM encoder; ``run(dataset, spark, encoder)`` for each dataset named in ``argv`` (default
-    both). Returns the parts of the report."""
-    import sys
-
+    MiniLM encoder; ``run(dataset, spark, encoder)`` for each dataset in ``names``.
+    Returns the parts of the report."""
     import torch
 
     from lmrec.core import schema as S
     from lmrec.core.spark import get_spark
     from lmrec.text.encoder import TextEncoder
 
-    names = (argv if argv is not None else sys.argv[1:]) or ["ml-small", "amazon"]
     torch.manual_seed(S.SEED)
     cfg = bench_settings(name)
     spark = get_spark(cfg, f"lmrec-bench-{name}")

@@ -33,7 +33,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import dataset_run, load, text_vectors, write_result  # noqa: E402
+from benchmarks.common import dataset_args, dataset_run, load, text_vectors, write_result  # noqa: E402
 from lmrec.core import schema as S  # noqa: E402
 from lmrec.model import baselines as B  # noqa: E402
 from lmrec.model.evaluation import cold_item_split, paired_bootstrap, ranking_metrics  # noqa: E402
@@ -152,13 +152,12 @@ def cold_items(name, r, items, ut, users, item_ids, encoder) -> str:
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--cold" in argv:  # only the cold-item tables (minutes): benchmarks/results/quality-cold.md
-        argv.remove("--cold")
-        parts = dataset_run("quality", argv, lambda name, spark, encoder: cold_items(name, *load(name), encoder))
+    args = dataset_args(__doc__, argv, ("--cold", "only the cold-item tables (minutes): benchmarks/results/quality-cold.md"))
+    if args.cold:
+        parts = dataset_run("quality", args.datasets, lambda name, spark, encoder: cold_items(name, *load(name), encoder))
         return write_result("quality-cold", "Cold items only (`--cold`), the same protocol as quality.md.\n\n"
                             + "\n".join(parts))
-    parts = dataset_run("quality", argv, run)
+    parts = dataset_run("quality", args.datasets, run)
     write_result("quality", f"Top-{K} ranking on the test part, every model tuned on validation (train's protocol); "
                  "k = 10, items rated in fit or validation excluded.\n\n" + "\n".join(parts))
 

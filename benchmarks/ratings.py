@@ -29,7 +29,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import dataset_run, load, text_vectors, write_result  # noqa: E402
+from benchmarks.common import dataset_args, dataset_run, load, text_vectors, write_result  # noqa: E402
 from lmrec.core import schema as S  # noqa: E402
 from lmrec.model import baselines as B  # noqa: E402
 from lmrec.model.evaluation import paired_bootstrap, rmse_stat, three_way_split  # noqa: E402
@@ -134,7 +134,7 @@ def run(name: str, spark, encoder) -> str:
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("lmrec.model.rating").setLevel(logging.WARNING)
-    parts = dataset_run("ratings", argv, run)
+    parts = dataset_run("ratings", dataset_args(__doc__, argv).datasets, run)
     write_result("ratings", "Test RMSE (lower is better), every model tuned on validation and refit on fit + validation; "
                  "intervals: paired bootstrap (1,000 resamples of test ratings) of lmrec's RMSE minus the model's "
                  "(below zero: lmrec better).\n\n" + "\n".join(parts))
