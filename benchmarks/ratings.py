@@ -113,8 +113,9 @@ def run(name: str, spark, encoder) -> str:
             T, Ut = text_vectors(encoder, items, ut, full, users, item_ids)
         params, _ = fit_rating_model(full, cfg=best_cfg, epochs=best_cfg.epochs, item_text=T, user_text=Ut, **kw)
         preds[label] = params.predict(tu, ti, B.interactions(full, nU, nI), T, Ut)
-        chosen[label] = (f"reg {best_cfg.reg:g}, text_reg {best_cfg.text_reg:g}, {best_cfg.epochs} epochs "
-                          f"(val RMSE {tried[(best_cfg.reg, best_cfg.text_reg)][0]:.4f})")
+        key = (best_cfg.reg, best_cfg.text_reg, best_cfg.init_std)
+        chosen[label] = (f"bias L2 {best_cfg.bias_regs}, reg {best_cfg.reg:g}, text_reg {best_cfg.text_reg:g}, "
+                          f"init {best_cfg.init_std:g}, {best_cfg.epochs} epochs (val RMSE {tried[key][0]:.4f})")
         secs[label] = time.perf_counter() - t0
     ours = (preds["lmrec rating model"] - y_test) ** 2
     rows = []

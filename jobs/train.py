@@ -130,8 +130,10 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
             mlflow.log_metrics({"train.loss": loss, "train.val_ndcg_at_10": ndcg}, step=e)
         mlflow.log_params({"scorer.chosen_ease_lambda": history["ease_lambda"]})
         mlflow.log_metrics({f"scorer.val_ndcg_at_10.ease_lambda_{lam:.2f}": v for lam, v in history["ease_lambda_tried"].items()})
-        mlflow.log_params({"rating.chosen_reg": rc.reg, "rating.chosen_text_reg": rc.text_reg, "rating.chosen_epochs": rc.epochs})
-        mlflow.log_metrics({f"rating.val_rmse.reg_{reg:g}.text_reg_{t:g}": v[0] for (reg, t), v in rating_tried.items()})
+        mlflow.log_params({"rating.chosen_reg": rc.reg, "rating.chosen_text_reg": rc.text_reg, "rating.chosen_epochs": rc.epochs,
+                           "rating.chosen_init_std": rc.init_std, "rating.chosen_bias_regs": str(rc.bias_regs)})
+        mlflow.log_metrics({f"rating.val_rmse.reg_{reg:g}.text_reg_{t:g}.init_std_{s:g}": v[0]
+                            for (reg, t, s), v in rating_tried.items()})
         table = pd.DataFrame({n: scalars(m) for n, m in results.items()}).T
         table.to_csv(tmp / "metrics.csv")
         mlflow.log_artifact(str(tmp / "metrics.csv"))

@@ -126,11 +126,10 @@ def fit_text_only(user_vectors: np.ndarray, item_vectors: np.ndarray):
     return lambda users: user_vectors[users] @ item_vectors.T
 
 
-def fit_biases(train: pd.DataFrame, n_users: int, n_items: int, *, reg_user: float = 15.0, reg_item: float = 10.0,
-               iterations: int = 10):
-    """The rating baseline μ + b_u + b_i (Koren's regularised biases, alternating closed-form
-    updates). Returns ``predict(users, items) -> ratings``; unseen users or items get 0 bias: the
-    fallback of rating models for pairs they cannot score."""
+def regularised_biases(train: pd.DataFrame, n_users: int, n_items: int, *, reg_user: float = 15.0,
+                       reg_item: float = 10.0, iterations: int = 10) -> tuple[float, np.ndarray, np.ndarray]:
+    """(μ, b_u, b_i): Koren's regularised biases by alternating closed-form updates
+    (b_i = Σ(r - μ - b_u) / (reg_item + n_i), then b_u likewise); 0 for users or items without ratings."""
     u, i = train[S.COL_USER_IDX].to_numpy(), train[S.COL_ITEM_IDX].to_numpy()
     r = train[S.COL_RATING].to_numpy(dtype=np.float64)
     mu = float(r.mean())
@@ -140,6 +139,15 @@ def fit_biases(train: pd.DataFrame, n_users: int, n_items: int, *, reg_user: flo
     for _ in range(iterations):
         bi = np.bincount(i, r - mu - bu[u], minlength=n_items) / (reg_item + ni)
         bu = np.bincount(u, r - mu - bi[i], minlength=n_users) / (reg_user + nu)
+    return mu, bu, bi
+
+
+def fit_biases(train: pd.DataFrame, n_users: int, n_items: int, *, reg_user: float = 15.0, reg_item: float = 10.0,
+               iterations: int = 10):
+    """The rating baseline μ + b_u + b_i (:func:`regularised_biases`). Returns
+    ``predict(users, items) -> ratings``; unseen users or items get 0 bias: the fallback of rating
+    models for pairs they cannot score."""
+    mu, bu, bi = regularised_biases(train, n_users, n_items, reg_user=reg_user, reg_item=reg_item, iterations=iterations)
 
     def predict(users, items):
         users, items = np.asarray(users), np.asarray(items)

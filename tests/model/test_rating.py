@@ -35,9 +35,10 @@ def test_beats_biases_on_a_test_part_and_stays_on_the_scale(demo):
     fit, val, test = three_way_split(df, 0.8, 0.1, seed=1)
     cfg, tried, _ = select_rating_model(fit, val, cfg=RatingConfig(dim=16, epochs=40, reg_grid=(0.03, 0.3),
                                                                    text_reg_grid=(1e-4, 1.0)), **_kw(T, nU, nI))
-    assert {0.03, 0.3} == {r for r, _ in tried} and len(tried) == 3  # reg at 1e-4, then text_reg at the best reg
-    assert (cfg.reg, cfg.text_reg) in tried and 1 <= cfg.epochs <= 40
-    assert tried[(cfg.reg, cfg.text_reg)][0] == min(v[0] for v in tried.values())
+    # reg at text_reg 1e-4 and init 0.01, then init 0.1 at the best reg, then text_reg 1.0 at the best pair
+    assert {0.03, 0.3} == {k[0] for k in tried} and len(tried) == 4 and {0.01, 0.1} == {k[2] for k in tried}
+    assert (cfg.reg, cfg.text_reg, cfg.init_std) in tried and 1 <= cfg.epochs <= 40
+    assert tried[(cfg.reg, cfg.text_reg, cfg.init_std)][0] == min(v[0] for v in tried.values())
     full = pd.concat([fit, val])
     params, _ = fit_rating_model(full, cfg=cfg, epochs=cfg.epochs, **_kw(T, nU, nI))
     u, i, y = test[S.COL_USER_IDX].to_numpy(), test[S.COL_ITEM_IDX].to_numpy(), test[S.COL_RATING].to_numpy()
