@@ -94,7 +94,7 @@ def run(name: str, spark, encoder) -> str:
     preds["global mean"] = np.full(len(test), float(full[S.COL_RATING].mean()))
     chosen["global mean"], secs["global mean"] = "-", 0.0
     bias = lambda part, reg_user=15.0, reg_item=10.0: B.fit_biases(part, nU, nI, reg_user=reg_user, reg_item=reg_item)  # noqa: E731
-    tuned("biases", bias, [(("reg_user", a), ("reg_item", b)) for a, b in itertools.product((5.0, 15.0, 30.0), (2.0, 10.0, 25.0))])
+    tuned("biases", bias, [(("reg_user", a), ("reg_item", b)) for a, b in RatingConfig().bias_reg_grid])
     tuned("Surprise SVD", lambda p, **k: surprise_model("svd", p, **k),
           [(("n_factors", f), ("reg_all", g), ("n_epochs", e)) for f, g, e in itertools.product((50, 100), (0.02, 0.05, 0.1), (20, 40))])
     tuned("Surprise SVD++", lambda p, **k: surprise_model("svdpp", p, **k),

@@ -52,7 +52,7 @@ class RatingConfig:
     bias_reg: float = 0.02  # L2 on the user and item biases, per rating (when they are learnt)
     fixed_biases: bool = True  # b_u, b_i: the closed-form regularised biases, held fixed (the rest fits the residual)
     bias_regs: tuple = (15.0, 10.0)  # (user, item) L2 of those biases (baselines.regularised_biases)
-    bias_reg_grid: tuple = ((5.0, 2.0), (5.0, 10.0), (15.0, 2.0), (15.0, 10.0), (30.0, 10.0), (30.0, 25.0))
+    bias_reg_grid: tuple = tuple((a, b) for a in (5.0, 15.0, 30.0) for b in (2.0, 10.0, 25.0))  # the biases baseline's grid
     optimizer: str = "sgd"  # sgd (with momentum) | adam; Adam overfits rare items' rows here
     momentum: float = 0.9
     text_reg: float = 1e-4  # weight decay of the text projections (W_I, W_U, W_H, w)
