@@ -140,6 +140,12 @@ def test_pyfunc_matches_in_memory_model(spark, pipeline):
     ipos = {t: i for i, t in enumerate(data.item_ids)}
     expect = [ref(np.array([upos[u]]))[0, ipos[i]] for u, i in zip(users, items)]
     np.testing.assert_allclose(out[S.COL_SCORE].to_numpy(), expect, rtol=1e-4, atol=1e-5)
+    # The rating output is the rating model's (checked against the formula by hand in
+    # tests/model/test_rating.py), on the source's scale.
+    rp = model.unwrap_python_model().rating_params
+    rated = rp.predict([upos[u] for u in users], [ipos[i] for i in items], X, data.item_text, data.user_text)
+    np.testing.assert_allclose(out[S.COL_RATING].to_numpy(), rated, rtol=1e-6)
+    assert ((rated >= rp.r_min) & (rated <= data.rating_max)).all()
 
 
 LOAD_OUTSIDE = """

@@ -68,3 +68,24 @@ def test_seeded_and_reproducible(demo):
     a, _ = fit_rating_model(df, cfg=RatingConfig(dim=8), epochs=1, **_kw(T, nU, nI))
     b, _ = fit_rating_model(df, cfg=RatingConfig(dim=8), epochs=1, **_kw(T, nU, nI))
     np.testing.assert_array_equal(a.Q, b.Q)
+
+
+def test_prediction_matches_the_formula_by_hand():
+    """r̂ = μ + b_u + b_i + w·t_i + Σ θ_k U_uk I_ik on numbers small enough to do on paper: a
+    rated pair (its item left out of the history), an unrated pair, and an item no rating trained."""
+    from lmrec.model.rating import RatingParams
+
+    p = RatingParams(P=np.array([[1.0, 0.0], [0.0, 2.0]]), Q=np.array([[1.0, 1.0], [2.0, 0.0], [0.0, 1.0]]),
+                     Y=np.array([[0.5, 0.0], [0.0, 0.5], [1.0, 1.0]]), W_item=np.array([[0.1, 0.0]]),
+                     W_user=np.zeros((1, 2)), W_hist=np.array([[0.0, 0.1]]), theta=np.array([0.5, 1.0]),
+                     b_user=np.array([0.1, -0.2]), b_item=np.array([0.3, 0.0, -0.1]), w_text_bias=np.zeros(1),
+                     mu=3.0, r_min=0.5, r_max=5.0)
+    T = np.array([[1.0], [0.0], [2.0], [1.0]])  # item 3: text only
+    X = interactions(pd.DataFrame({S.COL_USER_IDX: [0, 0, 1], S.COL_ITEM_IDX: [0, 1, 2], S.COL_RATING: 1.0}), 2, 4)
+    got = p.predict([0, 0, 1], [1, 2, 3], X, T, np.zeros((2, 1)))
+    # (0, 1): N = {0}; U = p_0 + y_0 + W_H t_0 = (1.5, 0.1); I = q_1 = (2, 0); 3 + 0.1 + 0 + 0.5·1.5·2
+    # (0, 2): N = {0, 1}; U = (1, 0) + (0.5, 0.5)/√2 + (0, 0.05); I = (0, 1) + (0.2, 0); 3 + 0.1 - 0.1 + ...
+    # (1, 3): N = {2}; U = (0, 2) + (1, 1) + (0, 0.2) = (1, 3.2); I = W_I t_3 = (0.1, 0); 3 - 0.2 + 0.5·0.1
+    u2 = 1 + 0.5 / np.sqrt(2), 0.5 / np.sqrt(2) + 0.05
+    expected = [4.6, 3.0 + 0.5 * u2[0] * 0.2 + u2[1] * 1.0, 2.85]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
