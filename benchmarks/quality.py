@@ -11,7 +11,7 @@ validation or test pair. Amazon items have no catalogue text: an item is known b
 Models: the lmrec scorer (EASE λ, epochs and blend chosen on validation), its neural part alone,
 the same two without any text (the language model's share on warm users), EASE (λ on the grid
 that scales with the data; the scorer's own EASE part), collective EASE with the MiniLM item vectors
-as side information (Jeunen et al., RecSys 2020; side weight on validation at EASE's λ), item-kNN
+as side information (Jeunen et al., RecSys 2020; side weight on validation at EASE's λ, 0.03x to 256x the mean item count), item-kNN
 (neighbours, shrinkage), Spark ALS implicit (rank, reg), popularity, text only. Then cold items:
 20% of the items held out entirely, ranked among themselves (the scorer without EASE vs text only).
 
@@ -105,7 +105,7 @@ def run(name: str, spark, encoder) -> str:
               f"{max(tried.values()):.4f})", 0.0)
     count = X.nnz / max(1, len(B.popular_items(X, 20_000)))
     tuned("collective EASE + MiniLM item vectors", lambda w: B.fit_ease(fit, nU, nI, lam=lam, side=T, side_weight=w),
-          [(("w", c * count),) for c in (1.0, 4.0, 16.0, 64.0, 256.0)])
+          [(("w", c * count),) for c in (0.03, 0.1, 0.3, 1.0, 4.0, 16.0, 64.0, 256.0)])
     tuned("item-kNN", lambda k, shrink: B.fit_item_knn(fit, nU, nI, k=k, shrink=shrink),
           [(("k", k), ("shrink", s)) for k, s in itertools.product((20, 50, 200, None), (0.0, 10.0, 50.0))])
     tuned("Spark ALS implicit", lambda rank, reg: als_score_fn(
