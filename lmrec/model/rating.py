@@ -272,8 +272,8 @@ def _fit(train, *, n_users, n_items, item_text, user_text, r_min, r_max, cfg, va
         if progress:
             progress(epoch, history)
         log.info("rating model epoch %d: train MSE %.4f, validation RMSE %.4f", epoch, history["train_mse"][-1], v)
-        if val is not None and len(val) and waited >= cfg.patience:
-            break
+        if val is not None and len(val) and (waited >= cfg.patience or not np.isfinite(history["train_mse"][-1])):
+            break  # no better for ``patience`` epochs, or diverged (a too-large initial scale or rate)
     if best_state is None:
         best_state, best_epoch = params, n_epochs
     history["best_epoch"], history["best_val_rmse"] = best_epoch, best

@@ -89,3 +89,15 @@ def test_prediction_matches_the_formula_by_hand():
     u2 = 1 + 0.5 / np.sqrt(2), 0.5 / np.sqrt(2) + 0.05
     expected = [4.6, 3.0 + 0.5 * u2[0] * 0.2 + u2[1] * 1.0, 2.85]
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_a_diverging_fit_stops_and_is_never_chosen(demo):
+    """A rate far too large blows the loss up: the fit stops there instead of running its epochs
+    (patience alone would wait 50), and selection keeps a finite configuration."""
+    df, T, nU, nI = demo
+    fit, val, _ = three_way_split(df, 0.8, 0.1, seed=1)
+    _, hist = fit_rating_model(fit, val=val, cfg=RatingConfig(dim=8, lr=1e4, patience=50), epochs=30, **_kw(T, nU, nI))
+    assert len(hist["epoch"]) < 30 and not np.isfinite(hist["train_mse"][-1])
+    cfg, tried, _ = select_rating_model(fit, val, cfg=RatingConfig(dim=8, epochs=10, reg_grid=(0.1,), init_std_grid=(0.01, 1e3),
+                                                                   text_reg_grid=()), **_kw(T, nU, nI))
+    assert cfg.init_std == 0.01 and np.isfinite(tried[(0.1, cfg.text_reg, 0.01)][0])
