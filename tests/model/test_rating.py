@@ -91,6 +91,7 @@ def test_prediction_matches_the_formula_by_hand():
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
 def test_a_diverging_fit_stops_and_is_never_chosen(demo):
     """A rate far too large blows the loss up: the fit stops there instead of running its epochs
     (patience alone would wait 50), and selection keeps a finite configuration."""
