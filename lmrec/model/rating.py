@@ -49,9 +49,7 @@ class RatingConfig:
     lr: float = 0.1  # of the mean loss of a block (about batch_size ratings)
     reg: float = 0.1  # L2 on the factor rows a block uses (p, q, y), per rating
     reg_grid: tuple = (0.03, 0.1, 0.3, 1.0)  # L2 strengths tried on validation (1.0: nearly biases only)
-    bias_reg: float = 0.02  # L2 on the user and item biases, per rating (when they are learnt)
-    fixed_biases: bool = True  # b_u, b_i: the closed-form regularised biases, held fixed (the rest fits the residual)
-    bias_regs: tuple = (15.0, 10.0)  # (user, item) L2 of those biases (baselines.regularised_biases)
+    bias_regs: tuple = (15.0, 10.0)  # (user, item) L2 of the fixed closed-form biases (baselines.regularised_biases)
     bias_reg_grid: tuple = tuple((a, b) for a in (5.0, 15.0, 30.0) for b in (2.0, 10.0, 25.0))  # the biases baseline's grid
     optimizer: str = "sgd"  # sgd (with momentum) | adam; Adam overfits rare items' rows here
     momentum: float = 0.9
@@ -175,7 +173,9 @@ def _fit(train, *, n_users, n_items, item_text, user_text, r_min, r_max, cfg, va
     Tsum = torch.from_numpy(np.asarray(X @ item_text, dtype=np.float32)).to(dev)
     own = torch.from_numpy(user_text.astype(np.float32)).to(dev)
     n_hist = torch.from_numpy(np.asarray(X.sum(1), dtype=np.float32).ravel()).to(dev)
-    mu = float(train[S.COL_RATING].mean())
+    # Koren's baseline predictor in closed form, held fixed (buffers, not parameters): biases learnt
+    # by SGD next to the factors overfit rare users and items.
+    mu, bu0, bi0 = regularised_biases(train, n_users, n_items, reg_user=cfg.bias_regs[0], reg_item=cfg.bias_regs[1])
 
     class Net(nn.Module):
         def __init__(self):
@@ -188,9 +188,8 @@ def _fit(train, *, n_users, n_items, item_text, user_text, r_min, r_max, cfg, va
             for w in (self.W_item, self.W_user, self.W_hist):
                 nn.init.normal_(w.weight, std=cfg.init_std)
             self.theta = nn.Parameter(torch.ones(d))
-            self.b_user, self.b_item = nn.Embedding(n_users, 1), nn.Embedding(n_items, 1)
-            nn.init.zeros_(self.b_user.weight)
-            nn.init.zeros_(self.b_item.weight)
+            self.register_buffer("b_user", torch.from_numpy(bu0.astype(np.float32)))
+            self.register_buffer("b_item", torch.from_numpy(bi0.astype(np.float32)))
             self.text_bias = nn.Linear(d_t, 1, bias=False)
             nn.init.zeros_(self.text_bias.weight)
 
@@ -205,20 +204,12 @@ def _fit(train, *, n_users, n_items, item_text, user_text, r_min, r_max, cfg, va
             scale = torch.where(n > 0, n.clamp(min=1).rsqrt(), torch.zeros_like(n))
             U = self.P(u) + ysum * scale[:, None] + self.W_user(own[u]) + self.W_hist(tmean)
             I = self.Q(i) + self.W_item(T[i])
-            bu, bi = self.b_user(u).squeeze(-1), self.b_item(i).squeeze(-1) + self.text_bias(T[i]).squeeze(-1)
-            pred = mu + bu + bi + (U * self.theta * I).sum(-1)
-            return pred, u, bu, bi
+            bi = self.b_item[i] + self.text_bias(T[i]).squeeze(-1)
+            return mu + self.b_user[u] + bi + (U * self.theta * I).sum(-1), u
 
     net = Net().to(dev)
-    if cfg.fixed_biases:  # Koren's baseline predictor, closed form: SGD's biases overfit rare users and items
-        _, bu0, bi0 = regularised_biases(train, n_users, n_items, reg_user=cfg.bias_regs[0], reg_item=cfg.bias_regs[1])
-        with torch.no_grad():
-            net.b_user.weight[:, 0] = torch.from_numpy(bu0.astype(np.float32))
-            net.b_item.weight[:, 0] = torch.from_numpy(bi0.astype(np.float32))
-        net.b_user.weight.requires_grad_(False)
-        net.b_item.weight.requires_grad_(False)
     text_params = [net.W_item.weight, net.W_user.weight, net.W_hist.weight, net.text_bias.weight]
-    rest = [p for p in net.parameters() if p.requires_grad and all(p is not q for q in text_params)]
+    rest = [p for p in net.parameters() if all(p is not q for q in text_params)]
     groups = [{"params": rest, "weight_decay": 0.0}, {"params": text_params, "weight_decay": cfg.text_reg}]
     opt = (torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum) if cfg.optimizer == "sgd"
            else torch.optim.Adam(groups, lr=cfg.lr))
@@ -248,11 +239,10 @@ def _fit(train, *, n_users, n_items, item_text, user_text, r_min, r_max, cfg, va
             i = torch.from_numpy(flat).to(dev)
             r = torch.from_numpy(R.data[np.repeat(R.indptr[block] - offsets, lens) + np.arange(len(flat))]).to(dev)
             users = torch.from_numpy(block.astype(np.int64)).to(dev)
-            pred, u, bu, bi = net(users, i, torch.from_numpy(offsets).to(dev), rep, i)
+            pred, u = net(users, i, torch.from_numpy(offsets).to(dev), rep, i)
             mse = torch.mean((pred - r) ** 2)
-            reg = (cfg.reg * (net.P(u).pow(2).sum() + net.Q(i).pow(2).sum()
-                              + net.Y(i, torch.arange(len(i), device=dev)).pow(2).sum())
-                   + (0.0 if cfg.fixed_biases else cfg.bias_reg * (bu.pow(2).sum() + bi.pow(2).sum()))) / len(i)
+            reg = cfg.reg * (net.P(u).pow(2).sum() + net.Q(i).pow(2).sum()
+                             + net.Y(i, torch.arange(len(i), device=dev)).pow(2).sum()) / len(i)
             opt.zero_grad()
             (mse + reg).backward()
             opt.step()
@@ -287,14 +277,14 @@ def _export(net, mu, r_min, r_max) -> RatingParams:
         f = lambda t: t.detach().float().cpu().numpy().copy()  # noqa: E731
         return RatingParams(P=f(net.P.weight), Q=f(net.Q.weight), Y=f(net.Y.weight), W_item=f(net.W_item.weight.T),
                             W_user=f(net.W_user.weight.T), W_hist=f(net.W_hist.weight.T), theta=f(net.theta),
-                            b_user=f(net.b_user.weight[:, 0]), b_item=f(net.b_item.weight[:, 0]),
+                            b_user=f(net.b_user), b_item=f(net.b_item),
                             w_text_bias=f(net.text_bias.weight[0]), mu=float(mu), r_min=float(r_min), r_max=float(r_max))
 
 
 def select_rating_model(fit: pd.DataFrame, val: pd.DataFrame, *, cfg: RatingConfig,
                         **kw) -> tuple[RatingConfig, dict, RatingParams]:
     """The L2 strengths and the epoch count with the best validation RMSE (models fit on ``fit``),
-    by coordinate search: with ``fixed_biases``, first the biases' L2 pair over ``cfg.bias_reg_grid``
+    by coordinate search: first the fixed biases' L2 pair over ``cfg.bias_reg_grid``
     (closed form, by the biases' own validation RMSE); then ``reg`` over ``cfg.reg_grid`` at
     ``cfg.text_reg`` and ``cfg.init_std``, then the initial scale over ``cfg.init_std_grid`` at the
     chosen ``reg``, then the text projections' weight decay over ``cfg.text_reg_grid`` at the
@@ -303,13 +293,12 @@ def select_rating_model(fit: pd.DataFrame, val: pd.DataFrame, *, cfg: RatingConf
     the chosen model as fit on ``fit``)."""
     import dataclasses
 
-    if cfg.fixed_biases:
-        vu, vi, vr = (val[c].to_numpy() for c in (S.COL_USER_IDX, S.COL_ITEM_IDX, S.COL_RATING))
-        n_users, n_items = kw["n_users"], kw["n_items"]
-        bias_rmse = {g: float(np.sqrt(np.mean((fit_biases(fit, n_users, n_items, reg_user=g[0], reg_item=g[1])(vu, vi)
-                                               - vr) ** 2))) for g in cfg.bias_reg_grid}
-        cfg = dataclasses.replace(cfg, bias_regs=min(bias_rmse, key=bias_rmse.get))
-        log.info("rating model biases: L2 (user, item) %s, validation RMSE %.4f", cfg.bias_regs, bias_rmse[cfg.bias_regs])
+    vu, vi, vr = (val[c].to_numpy() for c in (S.COL_USER_IDX, S.COL_ITEM_IDX, S.COL_RATING))
+    n_users, n_items = kw["n_users"], kw["n_items"]
+    bias_rmse = {g: float(np.sqrt(np.mean((fit_biases(fit, n_users, n_items, reg_user=g[0], reg_item=g[1])(vu, vi)
+                                           - vr) ** 2))) for g in cfg.bias_reg_grid}
+    cfg = dataclasses.replace(cfg, bias_regs=min(bias_rmse, key=bias_rmse.get))
+    log.info("rating model biases: L2 (user, item) %s, validation RMSE %.4f", cfg.bias_regs, bias_rmse[cfg.bias_regs])
     tried, best = {}, None
 
     def trial(c: RatingConfig):
