@@ -3,8 +3,9 @@ score job's kernel (``lmrec.model.ranking.recommend``: model broadcast once, use
 with mapInPandas, torch matmul + topk per block, seen items removed, exact ties, because_item_id)
 against Spark ALS ``recommendForAllUsers(10)``, implicit's batch ``recommend`` for all users, and a
 single-process torch floor (blocked matmul, seen items masked, ``torch.topk``; no tie pass, no
-explanation, no Spark). The kernel runs twice: cold (Python workers start and import torch) and
-warm (the same call again). Then the champion's real blend: the same factors plus the EASE item-item
+explanation, no Spark). The kernel runs in the driver (the score job's default in Spark's local
+mode: all cores, rows into a Spark DataFrame) and through Spark tasks (a cluster's path) twice: cold
+(Python workers start and import torch) and warm (the same call again). Then the champion's real blend: the same factors plus the EASE item-item
 component over every item (γ on), for the kernel and the torch floor. Wall time and peak memory.
 
     .venv/bin/python benchmarks/scoring.py            # writes benchmarks/results/scoring.md
@@ -124,15 +125,19 @@ def bench(spark, name, ratings: pd.DataFrame, max_iter: int) -> list[tuple]:
     timed(rows, name, "Spark ALS recommendForAllUsers(10)", lambda: noop(model.recommendForAllUsers(K)))
     timed(rows, name, f"implicit {implicitversion()} batch recommend (all users, {CORES} threads)",
           lambda: implicit_recommend(U, I, X))
-    timed(rows, name, "lmrec score kernel, factors (Spark tasks, exact ties, because_item_id)",
-          lambda: noop(recommend(spark, plain, users, U, X, K)))
+    timed(rows, name, "lmrec score kernel, factors, in the driver (local-mode default; exact ties, because_item_id, Spark DataFrame)",
+          lambda: noop(recommend(spark, plain, users, U, X, K, where="driver")))
+    timed(rows, name, "lmrec score kernel, factors, Spark tasks (a cluster's path)",
+          lambda: noop(recommend(spark, plain, users, U, X, K, where="tasks")))
     # The same call again: the Python workers exist and have torch imported (the first call's
     # fixed start-up cost, which a nightly score job pays once, is the difference).
-    timed(rows, name, "lmrec score kernel, factors, warm workers (the same call again)",
-          lambda: noop(recommend(spark, plain, users, U, X, K)))
+    timed(rows, name, "lmrec score kernel, factors, Spark tasks, warm workers (the same call again)",
+          lambda: noop(recommend(spark, plain, users, U, X, K, where="tasks")))
     timed(rows, name, f"torch floor, factors (1 process, {CORES} threads)", lambda: torch_floor(U, I, X))
-    timed(rows, name, "lmrec score kernel, factors + EASE (the champion's blend)",
-          lambda: noop(recommend(spark, blend, users, U, X, K)))
+    timed(rows, name, "lmrec score kernel, factors + EASE (the champion's blend), in the driver",
+          lambda: noop(recommend(spark, blend, users, U, X, K, where="driver")))
+    timed(rows, name, "lmrec score kernel, factors + EASE, Spark tasks",
+          lambda: noop(recommend(spark, blend, users, U, X, K, where="tasks")))
     timed(rows, name, "torch floor, factors + EASE", lambda: torch_floor(U, I, X, B=B, ease_pos=ease_pos))
     return rows
 

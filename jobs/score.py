@@ -189,7 +189,7 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
             parts.append(spark.createDataFrame(merged, ROWS).withColumn(S.COL_MODEL_VERSION, F.lit(version)))
         if again.any():
             recs = recommend(spark, model, mu[again], U[again], Xm[again], top_k,
-                             users_per_partition=USERS_PER_PARTITION)
+                             users_per_partition=USERS_PER_PARTITION, where=cfg.score_where)
             parts.append(recs.withColumn(S.COL_MODEL_VERSION, F.lit(version)))
     if (~modelled).any():
         fallback = popular_rows(users[~modelled].to_numpy(), X[uidx[~modelled]], popular, data.item_ids, top_k)

@@ -38,6 +38,7 @@ class Settings:
     jobs_dir: str = ""  # LMREC_JOBS_DIR: the folder of the job modules (default: the checkout's jobs/)
     database: str = "lmrec"  # LMREC_DATABASE: Spark SQL database the tables are registered in
     top_k: int = 10  # LMREC_TOP_K
+    score_where: str = "auto"  # LMREC_SCORE_WHERE: auto|driver|tasks: where the scoring kernel runs (auto: the driver when Spark is local[...], else Spark tasks)
     incremental_score: bool = True  # LMREC_INCREMENTAL_SCORE: keep the top-k of users whose inputs did not change since D-1 (same model), merged with changed items
     text_model: str = ""  # LMREC_TEXT_MODEL: HF path or id; empty = packaged all-MiniLM-L6-v2
     device: str = "auto"  # LMREC_DEVICE: auto|cpu|cuda

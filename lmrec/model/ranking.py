@@ -2,7 +2,9 @@
 component, in torch (one matrix multiply and one sparse-by-dense product per block, seen and
 non-candidate items masked by index, ``torch.topk``), ties broken exactly by item index, each
 recommendation explained by the history item most similar to it (batched). Runs inside Spark
-tasks (``mapInPandas``) with as many torch threads as the task has cores."""
+tasks (``mapInPandas``) with as many torch threads as the task has cores, or, when Spark runs in
+local mode (the driver has the same cores as its tasks), in the driver process with all of them:
+the model is not shipped to Python workers and no rows go through them (:func:`recommend`)."""
 
 from __future__ import annotations
 
@@ -233,12 +235,49 @@ def kernel_model(I: np.ndarray, beta: np.ndarray, item_ids: np.ndarray, candidat
             "ease_B": np.asarray(ease_B, np.float32), "ease_pos": np.asarray(ease_pos, np.int64), "ease_row": ease_row}
 
 
+def on_driver(spark, where: str = "auto") -> bool:
+    """Whether :func:`recommend` scores in the driver process: ``where`` is ``driver``, ``tasks``
+    or ``auto`` (the driver when the master is ``local[...]``: its tasks would share the same
+    cores, after a broadcast of the model to each Python worker and an Arrow trip of every row)."""
+    if where not in ("auto", "driver", "tasks"):
+        raise ValueError(f"unknown scoring place {where!r}: choose auto, driver or tasks (LMREC_SCORE_WHERE)")
+    if where == "auto":
+        return spark.sparkContext.master.startswith("local")
+    return where == "driver"
+
+
+def score_rows(model: dict, users: np.ndarray, U: np.ndarray, seen, k: int, *, block: int = BLOCK,
+               threads: int | None = None) -> pd.DataFrame:
+    """Top-k rows (:data:`ROWS`) for ``users`` in this process, ``block`` users per matrix multiply
+    on ``threads`` torch threads (default: torch's setting); the same blocks as the Spark tasks'."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        m, seen = as_tensors(model), seen.tocsr()
+        ptr, idx = seen.indptr.astype(np.int64), seen.indices.astype(np.int64)
+        users = np.asarray(users).astype(str).astype(object)
+        frames = [score_block(m, users[s:s + block], np.asarray(U[s:s + block], np.float32),
+                              ptr[s:s + block + 1] - ptr[s], idx[ptr[s]:ptr[min(s + block, len(users))]], k)
+                  for s in range(0, len(users), block)]
+    finally:
+        torch.set_num_threads(before)
+    return pd.concat(frames, ignore_index=True) if frames else _rows(
+        users[:0], np.zeros((0, k), np.int64), np.zeros((0, k), np.float32), np.zeros((0, k), np.int64), m["item_ids"])
+
+
 def recommend(spark, model: dict, users: np.ndarray, U: np.ndarray, seen, k: int, *,
-              users_per_partition: int = 2048, block: int = BLOCK):
+              users_per_partition: int = 2048, block: int = BLOCK, where: str = "auto"):
     """Top-k rows (:data:`ROWS`) for ``users`` (ids), their factors U (n, d) and what each rated
-    (``seen``: CSR (n, n_items), row r = user r), computed by Spark tasks: the model, the factors
-    and the histories broadcast once (no shuffle of user rows), partition p scoring users
-    p·n .. (p+1)·n-1 for n = ``users_per_partition``, ``block`` users per matrix multiply."""
+    (``seen``: CSR (n, n_items), row r = user r) as a Spark DataFrame. In the driver
+    (:func:`on_driver`: local mode by default) with all its cores; otherwise by Spark tasks: the
+    model, the factors and the histories broadcast once (no shuffle of user rows), partition p
+    scoring users p·n .. (p+1)·n-1 for n = ``users_per_partition``, ``block`` users per matrix multiply."""
+    if on_driver(spark, where):
+        rows = score_rows(model, users, U, seen, k, threads=spark.sparkContext.defaultParallelism)
+        return spark.createDataFrame(rows, ROWS)
     seen = seen.tocsr()
     payload = dict(model, users=np.asarray(users).astype(str).astype(object), U=np.asarray(U, np.float32),
                    seen_indptr=seen.indptr.astype(np.int64), seen_indices=seen.indices.astype(np.int32))

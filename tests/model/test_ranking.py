@@ -127,8 +127,10 @@ def test_merging_yesterdays_lists_with_changed_items_equals_scoring_again(alpha,
 
 
 @pytest.mark.spark
-def test_spark_partitions_and_blocks_equal_one_block(spark):
-    """recommend() over many partitions (and blocks inside them) = one block of every user."""
+@pytest.mark.parametrize("where", ["tasks", "driver"])
+def test_spark_partitions_and_blocks_equal_one_block(spark, where):
+    """recommend() over many partitions (and blocks inside them), or in the driver, = one block
+    of every user."""
     import scipy.sparse as sp
 
     rng = np.random.default_rng(4)
@@ -139,10 +141,18 @@ def test_spark_partitions_and_blocks_equal_one_block(spark):
     seen.data[:] = 1
     users = np.array([f"u{r}" for r in range(n_users)], dtype=object)
     whole = ranking.score_block(ranking.as_tensors(m), users, U, seen.indptr, seen.indices.astype(np.int64), k)
-    got = ranking.recommend(spark, m, users, U, seen, k, users_per_partition=10, block=4).toPandas()
+    got = ranking.recommend(spark, m, users, U, seen, k, users_per_partition=10, block=4, where=where).toPandas()
     key = [S.COL_USER, S.COL_RANK]
     pd.testing.assert_frame_equal(got.sort_values(key).reset_index(drop=True),
                                   whole.sort_values(key).reset_index(drop=True), check_dtype=False)
+
+
+@pytest.mark.spark
+def test_scoring_place(spark):
+    """auto scores in the driver on a local master; an unknown place is refused by name."""
+    assert ranking.on_driver(spark) and ranking.on_driver(spark, "driver") and not ranking.on_driver(spark, "tasks")
+    with pytest.raises(ValueError, match="LMREC_SCORE_WHERE"):
+        ranking.on_driver(spark, "gpu")
 
 
 def test_because_chunks_long_histories(monkeypatch):
