@@ -126,7 +126,10 @@ def test_pyfunc_matches_in_memory_model(spark, pipeline):
     from lmrec.model.training_data import load_training_data
     from lmrec.model.scorer import histories, make_score_fn
 
+    from lmrec.model.registry import setup_mlflow
+
     cfg = pipeline
+    setup_mlflow(cfg)  # this module's registry (never a ./mlflow.db), whatever ran before
     model = mlflow.pyfunc.load_model(f"models:/{S.MODEL_NAME}@{S.ALIAS_CHAMPION}")
     data = load_training_data(spark, cfg, D3)
     params = model.unwrap_python_model().params
