@@ -17,15 +17,15 @@ log = logging.getLogger(__name__)
 
 def build_rating_matrix(ratings_raw, run_date: dt.date, *, col_user: str = S.COL_USER,
                         col_item: str = S.COL_ITEM, col_ts: str = S.COL_EVENT_TS):
-    """The latest rating per (user, item) among events before the end of ``run_date``."""
-    from pyspark.sql import Window
+    """The latest rating per (user, item) among events before the end of ``run_date`` (of two at
+    the same time, the higher). One hash aggregate (the max of (time, rating)), not a window's sort."""
     from pyspark.sql import functions as F
 
     S.require_columns(ratings_raw, (col_user, col_item, S.COL_RATING, col_ts), "rating_matrix")
-    w = Window.partitionBy(col_user, col_item).orderBy(F.col(col_ts).desc(), F.col(S.COL_RATING).desc())
     return (as_of(ratings_raw, run_date, col_ts=col_ts)
-            .withColumn("_rn", F.row_number().over(w)).where("_rn = 1")
-            .select(col_user, col_item, S.COL_RATING, col_ts))
+            .groupBy(col_user, col_item).agg(F.max(F.struct(col_ts, S.COL_RATING)).alias("_latest"))
+            .select(col_user, col_item, F.col(f"_latest.{S.COL_RATING}").alias(S.COL_RATING),
+                    F.col(f"_latest.{col_ts}").alias(col_ts)))
 
 
 def build_new_index_rows(existing, ids, *, col_id: str, col_idx: str):

@@ -31,11 +31,14 @@ def test_build_rating_matrix_point_in_time_latest_wins(spark):
         ("u1", "a", 4.0, ts("2024-06-28 23:59:59")),  # latest by end of D1
         ("u1", "a", 2.0, ts("2024-06-29 00:00:00")),  # D1 + 1 day: not visible to D1
         ("u2", "b", 3.0, ts("2024-06-29 12:00:00")),
+        ("u3", "c", 2.5, ts("2024-06-28 10:00:00")),
+        ("u3", "c", 3.5, ts("2024-06-28 10:00:00")),  # the same time: the higher rating, whatever the order
+        ("u3", "c", 1.0, ts("2024-06-28 09:00:00")),
     ], [S.COL_USER, S.COL_ITEM, S.COL_RATING, S.COL_EVENT_TS])
-    d1 = {(r[0], r[1]): r[2] for r in rating_matrix.build_rating_matrix(df, D1).collect()}
+    d1 = {(r[0], r[1]): (r[2], r[3]) for r in rating_matrix.build_rating_matrix(df, D1).collect()}
     d2 = {(r[0], r[1]): r[2] for r in rating_matrix.build_rating_matrix(df, D2).collect()}
-    assert d1 == {("u1", "a"): 4.0}
-    assert d2 == {("u1", "a"): 2.0, ("u2", "b"): 3.0}
+    assert d1 == {("u1", "a"): (4.0, ts("2024-06-28 23:59:59")), ("u3", "c"): (3.5, ts("2024-06-28 10:00:00"))}
+    assert d2 == {("u1", "a"): 2.0, ("u2", "b"): 3.0, ("u3", "c"): 3.5}
 
 
 def test_missing_column_is_named(spark):
