@@ -115,6 +115,7 @@ def main() -> None:
             r = run_job(name, D, env, home / "jobs.log")
             rows.append(r)
             print(f"[{label}] night 1 {r}", flush=True)
+            save(args.root, results, label, rows)  # so --resume works after a kill as well
             if not r["ok"]:
                 break
         entry = {"ratings": counts.get("ratings"), "users": int(FULL["users"] * f), "items": int(FULL["items"] * f),
@@ -134,6 +135,14 @@ def main() -> None:
         Path(args.root).mkdir(parents=True, exist_ok=True)
         (Path(args.root) / "results.json").write_text(json.dumps(results, indent=1))
     write_result("scale", report(results))
+
+
+def save(root: str, results: dict, label: str, night1: list) -> None:
+    """results.json with ``label``'s night-1 jobs so far (the other sizes as they were)."""
+    entry = {**results.get(label, {}), "night1": night1}
+    entry.setdefault("ratings", None)
+    Path(root).mkdir(parents=True, exist_ok=True)
+    (Path(root) / "results.json").write_text(json.dumps({**results, label: entry}, indent=1))
 
 
 def report(results: dict) -> str:
