@@ -102,3 +102,31 @@ def test_a_diverging_fit_stops_and_is_never_chosen(demo):
     cfg, tried, _ = select_rating_model(fit, val, cfg=RatingConfig(dim=8, epochs=10, reg_grid=(0.1,), init_std_grid=(0.01, 1e3),
                                                                    text_reg_grid=()), **_kw(T, nU, nI))
     assert cfg.init_std == 0.01 and np.isfinite(tried[(0.1, cfg.text_reg, 0.01)][0])
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.0])
+def test_lazy_momentum_equals_torch_sgd_on_the_whole_table(momentum):
+    """LazyMomentumSGD (only the rows a step uses) ends where torch's dense SGD with momentum
+    does, with duplicate rows in a step, long-idle rows and syncs in between."""
+    import torch
+
+    from lmrec.model.rating import LazyMomentumSGD
+
+    torch.manual_seed(0)
+    w0 = torch.randn(300, 8)
+    dense, lazy_w = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
+    ref = torch.optim.SGD([dense], lr=0.01, momentum=momentum)
+    lazy = LazyMomentumSGD([lazy_w], lr=0.01, momentum=momentum)
+    for step in range(200):
+        rows = torch.randint(0, 300 if step < 100 else 30, (25,))  # rows 30.. idle for the last 100 steps
+        target = torch.randn(25, 8)
+        lazy.catch_up([torch.unique(rows)])
+        for w, sparse, opt in ((dense, False, ref), (lazy_w, True, lazy)):
+            opt.zero_grad()
+            ((torch.nn.functional.embedding(rows, w, sparse=sparse) - target) ** 2).sum().backward()
+            opt.step()
+        if step % 37 == 5:
+            lazy.sync()
+    assert not torch.equal(lazy_w.detach(), w0)
+    lazy.sync()
+    torch.testing.assert_close(lazy_w.detach(), dense.detach(), rtol=1e-5, atol=1e-5)
