@@ -85,14 +85,38 @@ class RatingParams:
     r_max: float
 
     def predict(self, users, items, X: sp.csr_matrix, item_text: np.ndarray, user_text: np.ndarray) -> np.ndarray:
-        """Ratings for (user, item) index pairs; ``X`` (n_users, n_items) 0/1: the users' rated items."""
+        """Ratings for (user, item) index pairs; ``X`` (n_users, n_items) 0/1: the users' rated items.
+
+        Every part that depends on the user alone (history sums, text projections) is computed once
+        per distinct user, every item part once per distinct item; a pair then costs a few
+        d-vectors. The text history is projected before it is summed (Σ t_j · W_H = (Σ t_j) · W_H):
+        a sparse product with d columns, not with the text's d_t."""
         users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+        uq, inv = np.unique(users, return_inverse=True)
+        iq, jnv = np.unique(items, return_inverse=True)
+        I, bi = self._items(iq, item_text)
+        n_fit = len(self.Y)
+        t_hist = item_text[iq] @ self.W_hist
+        y_own = np.zeros((len(iq), self.Y.shape[1]), dtype=self.Y.dtype)
+        y_own[iq < n_fit] = self.Y[iq[iq < n_fit]]
+        Xu = X[uq]
+        n_u = np.asarray(Xu.sum(1)).ravel()
+        ysum_u = np.asarray(Xu[:, :n_fit] @ self.Y)
+        tsum_u = np.asarray(Xu @ (item_text @ self.W_hist))
+        base = user_text[uq] @ self.W_user
+        known = uq < len(self.P)
+        base[known] += self.P[uq[known]]
+        bu = np.zeros(len(uq))
+        bu[known] = self.b_user[uq[known]]
+        m = np.asarray(X[users, items], dtype=np.float64).ravel()  # 1 where i is in u's history: leave it out
         out = np.empty(len(users), dtype=np.float64)
         for s in range(0, len(users), 65_536):
-            u, i = users[s:s + 65_536], items[s:s + 65_536]
-            U, bu = self._users(u, i, X, item_text, user_text)
-            I, bi = self._items(i, item_text)
-            out[s:s + 65_536] = self.mu + bu + bi + (U * I).sum(1)
+            a, b, mm = inv[s:s + 65_536], jnv[s:s + 65_536], m[s:s + 65_536, None]
+            n = n_u[a] - mm[:, 0]
+            scale = np.where(n > 0, 1.0 / np.sqrt(np.maximum(n, 1)), 0.0)
+            U = (base[a] + (ysum_u[a] - y_own[b] * mm) * scale[:, None]
+                 + (tsum_u[a] - t_hist[b] * mm) / np.maximum(n, 1)[:, None])
+            out[s:s + 65_536] = self.mu + bu[a] + bi[b] + (U * self.theta * I[b]).sum(1)
         return np.clip(out, self.r_min, self.r_max)
 
     def _items(self, i, item_text):
@@ -103,23 +127,6 @@ class RatingParams:
         I[known] += self.Q[i[known]]
         b[known] += self.b_item[i[known]]
         return I, b
-
-    def _users(self, u, i, X, item_text, user_text):
-        Xu = X[u]
-        m = np.asarray(Xu[np.arange(len(u)), i]).ravel()  # 1 where i is in u's history: leave it out
-        n = np.asarray(Xu.sum(1)).ravel() - m
-        n_fit = len(self.Y)
-        Xf = Xu[:, :n_fit]
-        ysum = np.asarray(Xf @ self.Y) - np.where((i < n_fit)[:, None], self.Y[np.minimum(i, n_fit - 1)], 0) * m[:, None]
-        tsum = np.asarray(Xu @ item_text) - item_text[i] * m[:, None]
-        scale = np.where(n > 0, 1.0 / np.sqrt(np.maximum(n, 1)), 0.0)
-        U = (ysum * scale[:, None] + user_text[u] @ self.W_user
-             + (tsum / np.maximum(n, 1)[:, None]) @ self.W_hist)
-        known = u < len(self.P)
-        U[known] += self.P[u[known]]
-        bu = np.zeros(len(u))
-        bu[known] = self.b_user[u[known]]
-        return U * self.theta, bu
 
     def to_npz(self, path) -> None:
         np.savez(path, **{k: np.asarray(v) for k, v in asdict(self).items()})
