@@ -212,8 +212,8 @@ class LazyMomentumSGD:
                     continue
                 g = p.grad.coalesce()
                 rows, vals = g.indices()[0], g.values()
-                # (rows not caught up before the forward pass are brought up here)
-                v = self.m * self._decay(j, rows, self.t - 1 - self.last[j][rows]) + vals
+                k = self.t - 1 - self.last[j][rows]  # 0 for the rows catch_up brought up (every row, as _fit calls it)
+                v = self.m * (self._decay(j, rows, k) if bool(k.any()) else self.v[j][rows]) + vals
                 self.v[j][rows] = v
                 p.data[rows] -= self.lr * v
                 self.last[j][rows] = self.t
