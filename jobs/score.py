@@ -27,7 +27,7 @@ import pandas as pd
 
 from lmrec.core import schema as S
 from lmrec.core.errors import ParameterError
-from lmrec.model.ranking import ROWS, kernel_model, lists_as_positions, merge_rows, popular_rows, recommend
+from lmrec.model.ranking import ROWS, check_score_where, kernel_model, lists_as_positions, merge_rows, popular_rows, recommend
 from lmrec.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,7 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
 
     if not 1 <= top_k <= S.MAX_K:
         raise ParameterError(f"top_k must be between 1 and {S.MAX_K}, got {top_k}")
+    check_score_where(cfg.score_where)  # before hours of reading, not when the kernel starts
     version, params = model_of(spark, cfg, run_date)
     t0 = time.perf_counter()
     data = load_training_data(spark, cfg, run_date)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lmrec.core import schema as S
+from lmrec.core.errors import ParameterError
 
 BLOCK = 1024  # users per matrix multiply inside a partition
 _BECAUSE_ELEMS = 1 << 23  # users x k x history (and x d) elements per batched similarity step
@@ -199,6 +200,14 @@ def score_block(m: dict, users: np.ndarray, U: np.ndarray, indptr: np.ndarray, i
     return _rows(users, cols, vals, because(cols, indptr, indices, m["I_norm"]), m["item_ids"])
 
 
+def _blocks(ptr: np.ndarray, idx: np.ndarray, start: int, end: int, block: int):
+    """(s, e, indptr, indices) for the users start..end-1, ``block`` at a time, of a CSR history
+    (``ptr``, ``idx``): each block's own indptr (from 0) and item positions (int64)."""
+    for s in range(start, end, block):
+        e = min(s + block, end)
+        yield s, e, ptr[s:e + 1] - ptr[s], idx[ptr[s]:ptr[e]].astype(np.int64)
+
+
 def score_partitions(bc, k: int, users_per_partition: int, block: int = BLOCK):
     """A ``mapInPandas`` function over partition numbers (``id``): partition p scores the users
     p·n .. (p+1)·n-1 of the broadcast (their ids, factors and histories), ``block`` at a time."""
@@ -210,10 +219,8 @@ def score_partitions(bc, k: int, users_per_partition: int, block: int = BLOCK):
         for pdf in batches:
             for p in pdf["id"].tolist():
                 end = min((p + 1) * users_per_partition, len(m["users"]))
-                for s in range(p * users_per_partition, end, block):
-                    e = min(s + block, end)
-                    yield score_block(m, m["users"][s:e], m["U"][s:e], ptr[s:e + 1] - ptr[s],
-                                      idx[ptr[s]:ptr[e]].astype(np.int64), k)
+                for s, e, bptr, bidx in _blocks(ptr, idx, p * users_per_partition, end, block):
+                    yield score_block(m, m["users"][s:e], m["U"][s:e], bptr, bidx, k)
 
     return fn
 
@@ -235,12 +242,19 @@ def kernel_model(I: np.ndarray, beta: np.ndarray, item_ids: np.ndarray, candidat
             "ease_B": np.asarray(ease_B, np.float32), "ease_pos": np.asarray(ease_pos, np.int64), "ease_row": ease_row}
 
 
+SCORE_PLACES = ("auto", "driver", "tasks")  # LMREC_SCORE_WHERE
+
+
+def check_score_where(where: str) -> None:
+    if where not in SCORE_PLACES:
+        raise ParameterError(f"LMREC_SCORE_WHERE must be one of {', '.join(SCORE_PLACES)}, got {where!r}")
+
+
 def on_driver(spark, where: str = "auto") -> bool:
     """Whether :func:`recommend` scores in the driver process: ``where`` is ``driver``, ``tasks``
     or ``auto`` (the driver when the master is ``local[...]``: its tasks would share the same
     cores, after a broadcast of the model to each Python worker and an Arrow trip of every row)."""
-    if where not in ("auto", "driver", "tasks"):
-        raise ValueError(f"unknown scoring place {where!r}: choose auto, driver or tasks (LMREC_SCORE_WHERE)")
+    check_score_where(where)
     if where == "auto":
         return spark.sparkContext.master.startswith("local")
     return where == "driver"
@@ -259,13 +273,12 @@ def score_rows(model: dict, users: np.ndarray, U: np.ndarray, seen, k: int, *, b
         m, seen = as_tensors(model), seen.tocsr()
         ptr, idx = seen.indptr.astype(np.int64), seen.indices.astype(np.int64)
         users = np.asarray(users).astype(str).astype(object)
-        frames = [score_block(m, users[s:s + block], np.asarray(U[s:s + block], np.float32),
-                              ptr[s:s + block + 1] - ptr[s], idx[ptr[s]:ptr[min(s + block, len(users))]], k)
-                  for s in range(0, len(users), block)]
+        frames = [score_block(m, users[s:e], np.asarray(U[s:e], np.float32), bptr, bidx, k)
+                  for s, e, bptr, bidx in _blocks(ptr, idx, 0, len(users), block)]
     finally:
         torch.set_num_threads(before)
-    return pd.concat(frames, ignore_index=True) if frames else _rows(
-        users[:0], np.zeros((0, k), np.int64), np.zeros((0, k), np.float32), np.zeros((0, k), np.int64), m["item_ids"])
+    none = np.zeros((0, k), np.int64)
+    return pd.concat(frames, ignore_index=True) if frames else _rows(users, none, none.astype(np.float32), none, m["item_ids"])
 
 
 def recommend(spark, model: dict, users: np.ndarray, U: np.ndarray, seen, k: int, *,
@@ -311,10 +324,9 @@ def merge_rows(model: dict, users: np.ndarray, U: np.ndarray, seen, k: int, chan
     m = as_tensors(model)
     seen = seen.tocsr()
     ptr, idx = seen.indptr.astype(np.int64), seen.indices.astype(np.int64)
-    frames = [merge_block(m, np.asarray(users[s:s + block]).astype(str).astype(object), np.asarray(U[s:s + block], np.float32),
-                          ptr[s:s + block + 1] - ptr[s], idx[ptr[s]:ptr[min(s + block, len(users))]], k, changed,
-                          prev_cols[s:s + block], prev_vals[s:s + block], prev_because[s:s + block])
-              for s in range(0, len(users), block)]
+    frames = [merge_block(m, np.asarray(users[s:e]).astype(str).astype(object), np.asarray(U[s:e], np.float32),
+                          bptr, bidx, k, changed, prev_cols[s:e], prev_vals[s:e], prev_because[s:e])
+              for s, e, bptr, bidx in _blocks(ptr, idx, 0, len(users), block)]
     return pd.concat(frames, ignore_index=True)
 
 

@@ -202,3 +202,12 @@ def test_failed_validation_publishes_nothing(spark, pipeline):
     assert table_version(spark, cfg, S.RECOMMENDATIONS) == before_version
     assert _partition(spark, cfg, S.RECOMMENDATIONS) == before
 
+
+
+def test_an_unknown_scoring_place_stops_the_score_job_before_it_reads(tmp_path):
+    """LMREC_SCORE_WHERE is checked when the job starts, not after the night's data is read."""
+    from lmrec.core.errors import ParameterError
+
+    cfg = make_cfg(tmp_path, LMREC_SCORE_WHERE="gpu")
+    with pytest.raises(ParameterError, match="LMREC_SCORE_WHERE must be one of auto, driver, tasks, got 'gpu'"):
+        score.build_recommendations(None, cfg, D3, top_k=10)  # no Spark session: nothing is read

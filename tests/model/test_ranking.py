@@ -151,7 +151,7 @@ def test_spark_partitions_and_blocks_equal_one_block(spark, where):
 def test_scoring_place(spark):
     """auto scores in the driver on a local master; an unknown place is refused by name."""
     assert ranking.on_driver(spark) and ranking.on_driver(spark, "driver") and not ranking.on_driver(spark, "tasks")
-    with pytest.raises(ValueError, match="LMREC_SCORE_WHERE"):
+    with pytest.raises(ValueError, match="LMREC_SCORE_WHERE must be one of"):
         ranking.on_driver(spark, "gpu")
 
 
