@@ -149,19 +149,57 @@ def _bags(X: sp.csr_matrix, users: np.ndarray):
     return X.indices[flat].astype(np.int64), offsets.astype(np.int64)
 
 
+@dataclass
+class FitData:
+    """What a fit reads that no knob but the biases' L2 changes: built once per
+    :func:`select_rating_model` and shared by its trials (at 25M ratings each rebuild cost a pass
+    over every pair: the history and text sums, the closed-form biases, the CSR conversions)."""
+
+    X: sp.csr_matrix  # (n_users, n_items) 0/1: each user's rated items
+    R: sp.csr_matrix  # the same pattern with the ratings (float32)
+    raters: np.ndarray  # users with at least one rating
+    T: object  # torch (n_items, d_t): item text vectors
+    Tsum: object  # torch (n_users, d_t): the sum of each user's items' text vectors
+    own: object  # torch (n_users, d_t): the users' own text vectors
+    n_hist: object  # torch (n_users,): history lengths
+    mu: float
+    b_user: np.ndarray
+    b_item: np.ndarray
+    bias_regs: tuple
+
+    @classmethod
+    def build(cls, train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np.ndarray,
+              user_text: np.ndarray, bias_regs: tuple, device: str = "cpu") -> "FitData":
+        import torch
+
+        X = interactions(train, n_users, n_items)
+        X.sort_indices()
+        R = sp.csr_matrix((train[S.COL_RATING].to_numpy().astype(np.float32),
+                           (train[S.COL_USER_IDX].to_numpy(), train[S.COL_ITEM_IDX].to_numpy())), shape=(n_users, n_items))
+        R.sort_indices()
+        t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32)).to(device)  # noqa: E731
+        mu, bu, bi = regularised_biases(train, n_users, n_items, reg_user=bias_regs[0], reg_item=bias_regs[1])
+        return cls(X=X, R=R, raters=np.flatnonzero(np.diff(R.indptr) > 0), T=t(item_text), Tsum=t(X @ item_text),
+                   own=t(user_text), n_hist=t(X.sum(1)).ravel(), mu=mu, b_user=bu, b_item=bi, bias_regs=tuple(bias_regs))
+
+
 def fit_rating_model(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np.ndarray,
                      user_text: np.ndarray, r_min: float, r_max: float, cfg: RatingConfig,
                      val: pd.DataFrame | None = None, epochs: int | None = None,
-                     progress=None) -> tuple[RatingParams, dict]:
+                     progress=None, data: FitData | None = None) -> tuple[RatingParams, dict]:
     """Fit on ``train`` (user_idx, item_idx, rating). With ``val``: early stopping on validation
     RMSE (best epoch kept); without: exactly ``epochs`` epochs (a refit with the chosen count).
+    ``data``: ``train``'s :class:`FitData` when the caller fits it more than once.
     Returns (params, history) with per-epoch train MSE and validation RMSE, and ``best_epoch``."""
     import torch
 
+    if data is None or data.bias_regs != tuple(cfg.bias_regs):
+        data = FitData.build(train, n_users=n_users, n_items=n_items, item_text=item_text, user_text=user_text,
+                             bias_regs=cfg.bias_regs, device=cfg.device)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        return _fit(train, n_users=n_users, n_items=n_items, item_text=item_text, user_text=user_text,
+        return _fit(data, n_users=n_users, n_items=n_items, item_text=item_text, user_text=user_text,
                     r_min=r_min, r_max=r_max, cfg=cfg, val=val, epochs=epochs, progress=progress)
     finally:
         torch.set_num_threads(threads)
@@ -233,7 +271,7 @@ class LazyMomentumSGD:
             p.grad = None
 
 
-def _fit(train, *, n_users, n_items, item_text, user_text, r_min, r_max, cfg, val, epochs, progress):
+def _fit(data: FitData, *, n_users, n_items, item_text, user_text, r_min, r_max, cfg, val, epochs, progress):
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -242,15 +280,10 @@ def _fit(train, *, n_users, n_items, item_text, user_text, r_min, r_max, cfg, va
     rng = np.random.default_rng(cfg.seed)
     dev = cfg.device
     d, d_t = cfg.dim, item_text.shape[1]
-    X = interactions(train, n_users, n_items)
-    X.sort_indices()
-    T = torch.from_numpy(item_text.astype(np.float32)).to(dev)
-    Tsum = torch.from_numpy(np.asarray(X @ item_text, dtype=np.float32)).to(dev)
-    own = torch.from_numpy(user_text.astype(np.float32)).to(dev)
-    n_hist = torch.from_numpy(np.asarray(X.sum(1), dtype=np.float32).ravel()).to(dev)
+    X, R, raters, T, Tsum, own, n_hist = data.X, data.R, data.raters, data.T, data.Tsum, data.own, data.n_hist
     # Koren's baseline predictor in closed form, held fixed (buffers, not parameters): biases learnt
     # by SGD next to the factors overfit rare users and items.
-    mu, bu0, bi0 = regularised_biases(train, n_users, n_items, reg_user=cfg.bias_regs[0], reg_item=cfg.bias_regs[1])
+    mu, bu0, bi0 = data.mu, data.b_user, data.b_item
 
     sparse = cfg.optimizer == "sgd"  # the tables' rows a step uses, updated by LazyMomentumSGD
 
@@ -292,10 +325,6 @@ def _fit(train, *, n_users, n_items, item_text, user_text, r_min, r_max, cfg, va
     opt = (torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum) if cfg.optimizer == "sgd"
            else torch.optim.Adam(groups, lr=cfg.lr))
     lazy = LazyMomentumSGD(tables, lr=cfg.lr, momentum=cfg.momentum) if sparse else None
-    R = sp.csr_matrix((train[S.COL_RATING].to_numpy().astype(np.float32),
-                       (train[S.COL_USER_IDX].to_numpy(), train[S.COL_ITEM_IDX].to_numpy())), shape=(n_users, n_items))
-    R.sort_indices()
-    raters = np.flatnonzero(np.diff(R.indptr) > 0)
     if val is not None and len(val):
         vu, vi = val[S.COL_USER_IDX].to_numpy(), val[S.COL_ITEM_IDX].to_numpy()
         vr = val[S.COL_RATING].to_numpy()
@@ -388,13 +417,15 @@ def select_rating_model(fit: pd.DataFrame, val: pd.DataFrame, *, cfg: RatingConf
     cfg = dataclasses.replace(cfg, bias_regs=min(bias_rmse, key=bias_rmse.get))
     log.info("rating model biases: L2 (user, item) %s, validation RMSE %.4f", cfg.bias_regs, bias_rmse[cfg.bias_regs])
     tried, best = {}, None
+    data = FitData.build(fit, n_users=n_users, n_items=n_items, item_text=kw["item_text"], user_text=kw["user_text"],
+                         bias_regs=cfg.bias_regs, device=cfg.device)
 
     def trial(c: RatingConfig):
         nonlocal best
         key = (c.reg, c.text_reg, c.init_std)
         if key in tried:
             return
-        params, hist = fit_rating_model(fit, val=val, cfg=c, **kw)
+        params, hist = fit_rating_model(fit, val=val, cfg=c, data=data, **kw)
         tried[key] = (hist["best_val_rmse"], hist["best_epoch"])
         log.info("rating model reg %.3g, text_reg %.3g, init_std %.3g: validation RMSE %.4f at epoch %d", *key, *tried[key])
         if best is None or tried[key][0] < tried[best[0]][0]:
