@@ -45,19 +45,15 @@ def main() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from jobs import embed_items, embed_users
     from lmrec.core import schema as S
-    from lmrec.core.io import read_table
     from lmrec.core.settings import Settings
     from lmrec.core.spark import get_spark
-    from lmrec.text.builders import build_item_text, build_user_text
     from lmrec.text.encoder import default_model_path
 
     cfg = Settings.from_env({"LMREC_HOME": str(home), "LMREC_SPARK_UI": "0", "LMREC_DRIVER_MEMORY": "10g"})
     spark = get_spark(cfg, "lmrec-bench-embedding-scale")
-    items_raw, text_raw = read_table(spark, cfg, S.ITEMS_RAW, D), read_table(spark, cfg, S.USER_TEXT_RAW, D)
-    texts = {"item_embeddings": build_item_text(items_raw, text_raw, D),
-             "user_embeddings": build_user_text(text_raw, read_table(spark, cfg, S.RATING_MATRIX, D), items_raw, D,
-                                                top_titles=cfg.user_text_titles)}
+    texts = {"item_embeddings": embed_items.texts(spark, cfg, D), "user_embeddings": embed_users.texts(spark, cfg, D)}
     sample = {t: df.select(S.COL_TEXT).orderBy(df.columns[0]).toPandas()[S.COL_TEXT] for t, df in texts.items()}
     spark.stop()
 

@@ -107,6 +107,8 @@ def main() -> None:
             counts = {"ratings": len(pd.read_parquet(src / "ratings.parquet", columns=["user_id"]))}
         print(f"[{label}] source {counts} ({time.perf_counter() - t0:.0f}s)", flush=True)
         rows = []
+        entry = {"ratings": counts.get("ratings"), "users": int(FULL["users"] * f), "items": int(FULL["items"] * f),
+                 "night1": rows}  # saved after every job, so --resume works after a kill as well
         done = {r["job"]: r for r in results.get(label, {}).get("night1", []) if r["ok"]} if args.resume else {}
         for name in JOBS:
             if name in done and len(rows) == JOBS.index(name):  # only a prefix of finished jobs is kept
@@ -115,32 +117,27 @@ def main() -> None:
             r = run_job(name, D, env, home / "jobs.log")
             rows.append(r)
             print(f"[{label}] night 1 {r}", flush=True)
-            save(args.root, results, label, rows)  # so --resume works after a kill as well
+            save(args.root, results, label, entry)
             if not r["ok"]:
                 break
-        entry = {"ratings": counts.get("ratings"), "users": int(FULL["users"] * f), "items": int(FULL["items"] * f),
-                 "night1": rows}
         if label in args.next_night.split(",") and all(r["ok"] for r in rows):
             changes = next_night(src, home / "source2", D)
             env2 = {**env, "LMREC_SOURCE": str(home / "source2")}
-            rows2 = []
+            entry.update(night2=[], night2_changes=changes)
             for name in JOBS:
                 r = run_job(name, D + dt.timedelta(days=1), env2, home / "jobs.log")
-                rows2.append(r)
+                entry["night2"].append(r)
                 print(f"[{label}] night 2 {r}", flush=True)
+                save(args.root, results, label, entry)
                 if not r["ok"]:
                     break
-            entry.update(night2=rows2, night2_changes=changes)
         results[label] = entry
-        Path(args.root).mkdir(parents=True, exist_ok=True)
-        (Path(args.root) / "results.json").write_text(json.dumps(results, indent=1))
+        save(args.root, results, label, entry)
     write_result("scale", report(results))
 
 
-def save(root: str, results: dict, label: str, night1: list) -> None:
-    """results.json with ``label``'s night-1 jobs so far (the other sizes as they were)."""
-    entry = {**results.get(label, {}), "night1": night1}
-    entry.setdefault("ratings", None)
+def save(root: str, results: dict, label: str, entry: dict) -> None:
+    """results.json with ``label``'s entry as it stands (the other sizes as they were)."""
     Path(root).mkdir(parents=True, exist_ok=True)
     (Path(root) / "results.json").write_text(json.dumps({**results, label: entry}, indent=1))
 

@@ -12,11 +12,15 @@ from lmrec.core.settings import Settings
 from lmrec.text.builders import build_item_text
 
 
+def texts(spark, cfg: Settings, run_date: dt.date):
+    """The item texts this job embeds for ``run_date`` (item_id, text): what the tables held by D."""
+    return build_item_text(read_table(spark, cfg, S.ITEMS_RAW, run_date),
+                           read_table(spark, cfg, S.USER_TEXT_RAW, run_date), run_date)
+
+
 def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, full_refresh: bool = False) -> dict:
     """Embed the item texts for ``run_date``; returns reused/computed counts."""
-    texts = build_item_text(read_table(spark, cfg, S.ITEMS_RAW, run_date),
-                            read_table(spark, cfg, S.USER_TEXT_RAW, run_date), run_date)
-    return run_embedding(spark, cfg, run_date, texts, table=S.ITEM_EMBEDDINGS, col_id=S.COL_ITEM,
+    return run_embedding(spark, cfg, run_date, texts(spark, cfg, run_date), table=S.ITEM_EMBEDDINGS, col_id=S.COL_ITEM,
                          full_refresh=full_refresh)
 
 
