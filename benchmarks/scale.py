@@ -106,21 +106,21 @@ def main() -> None:
         else:
             counts = {"ratings": len(pd.read_parquet(src / "ratings.parquet", columns=["user_id"]))}
         print(f"[{label}] source {counts} ({time.perf_counter() - t0:.0f}s)", flush=True)
-        rows = []
         entry = {"ratings": counts.get("ratings"), "users": int(FULL["users"] * f), "items": int(FULL["items"] * f),
-                 "night1": rows}  # saved after every job, so --resume works after a kill as well
+                 "night1": []}  # saved after every job, so --resume works after a kill as well
+        night1 = entry["night1"]
         done = {r["job"]: r for r in results.get(label, {}).get("night1", []) if r["ok"]} if args.resume else {}
         for name in JOBS:
-            if name in done and len(rows) == JOBS.index(name):  # only a prefix of finished jobs is kept
-                rows.append({**done[name], "resumed": True})
+            if name in done and len(night1) == JOBS.index(name):  # only a prefix of finished jobs is kept
+                night1.append({**done[name], "resumed": True})
                 continue
             r = run_job(name, D, env, home / "jobs.log")
-            rows.append(r)
+            night1.append(r)
             print(f"[{label}] night 1 {r}", flush=True)
             save(args.root, results, label, entry)
             if not r["ok"]:
                 break
-        if label in args.next_night.split(",") and all(r["ok"] for r in rows):
+        if label in args.next_night.split(",") and all(r["ok"] for r in night1):
             changes = next_night(src, home / "source2", D)
             env2 = {**env, "LMREC_SOURCE": str(home / "source2")}
             entry.update(night2=[], night2_changes=changes)

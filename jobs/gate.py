@@ -94,6 +94,29 @@ def write_ledger(spark, cfg: Settings, run_date: dt.date, row: dict) -> None:
     ensure_constraints(spark, cfg, S.MODEL_LEDGER)
 
 
+def _held_out_free(spark, cfg: Settings, run_date: dt.date, data, held_out: pd.DataFrame, cand):
+    """(``data`` with vectors built without the held-out pairs' texts, where they came from): the
+    candidate's train run saved them with the key of what they were built from; when D's tables,
+    the parts or the encoder differ from train's (a rerun of a job in between, another split) they
+    are built again."""
+    import tempfile
+
+    from lmrec.model import registry as R
+    from lmrec.model.training_data import (HELD_OUT_FREE_TEXTS, held_out_free_key, load_held_out_free,
+                                           without_held_out_texts)
+
+    key = held_out_free_key(spark, cfg, data, held_out)
+    with tempfile.TemporaryDirectory(prefix="lmrec-gate-") as tmp:
+        path = R.run_artifact(cand, HELD_OUT_FREE_TEXTS, tmp)
+        known = load_held_out_free(path, data, key) if path else None
+    if known is not None:
+        log.info("gate %s: vectors without the held-out pairs' texts from version %s's train run", run_date, cand.version)
+        return known, "train's"
+    log.info("gate %s: vectors without the held-out pairs' texts built again (%s)", run_date,
+             "train saved none" if path is None else "D's tables or parts changed since train")
+    return without_held_out_texts(spark, cfg, run_date, data, held_out), "rebuilt"
+
+
 def judge(client, cfg: Settings, spark, run_date: dt.date, cand, champ) -> dict:
     """Compare D's candidate with the champion as of D (fair protocol above); tag the candidate
     with the decision. Returns the decision, the three NDCG@10 values and the reason."""
@@ -101,14 +124,14 @@ def judge(client, cfg: Settings, spark, run_date: dt.date, cand, champ) -> dict:
     from lmrec.model.baselines import fit_popularity
     from lmrec.model.evaluation import ranking_metrics, sample_users
     from lmrec.model.harness import protocol_split, scorer_config
-    from lmrec.model.training_data import load_training_data, without_held_out_texts
+    from lmrec.model.training_data import load_training_data
 
     champ_date = R.run_date_of(champ)
     data = load_training_data(spark, cfg, run_date)
     sc = scorer_config(cfg)
     fit, val, test = protocol_split(data.ratings, sc)  # train's parts: the test part no selection saw
     # As train's report: no text about the validation and test pairs reaches a profile.
-    data = without_held_out_texts(spark, cfg, run_date, data, pd.concat([val, test]))
+    data, texts = _held_out_free(spark, cfg, run_date, data, pd.concat([val, test]), cand)
     seen = pd.concat([fit, val])
     test = sample_users(test)
     rows, champ_ndcg, protocol = test, None, "first version"
@@ -134,7 +157,7 @@ def judge(client, cfg: Settings, spark, run_date: dt.date, cand, champ) -> dict:
     # The decision last: a version carrying it counts as judged (and, when promoted, as a champion).
     client.set_model_version_tag(S.MODEL_NAME, cand.version, R.TAG_GATE_DECISION, decision)
     log.info("gate %s: %s version %s (%s); protocol: %s", run_date, decision, cand.version, reason, protocol)
-    return {"decision": decision, "candidate_version": str(cand.version), "reason": reason,
+    return {"decision": decision, "candidate_version": str(cand.version), "reason": reason, "texts": texts,
             "candidate_ndcg_at_10": cand_ndcg, "champion_ndcg_at_10": champ_ndcg, "popularity_ndcg_at_10": pop_ndcg}
 
 

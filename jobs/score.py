@@ -72,6 +72,7 @@ def since_yesterday(spark, cfg: Settings, run_date: dt.date, version: str, k: in
     from pyspark.sql import functions as F
 
     from lmrec.core.io import is_table, read_table
+    from lmrec.core.pit import changed_keys
 
     prev_day = run_date - dt.timedelta(days=1)
 
@@ -101,8 +102,7 @@ def since_yesterday(spark, cfg: Settings, run_date: dt.date, version: str, k: in
         return full("the rating scale's maximum changed")
 
     def changed(table: str, key: str) -> set:
-        a, b = both[table]
-        return {r[0] for r in a.exceptAll(b).unionByName(b.exceptAll(a)).select(key).distinct().collect()}
+        return changed_keys(*both[table], key)
 
     users_changed = changed(S.RATING_MATRIX, S.COL_USER) | changed(S.USER_EMBEDDINGS, S.COL_USER)
     pos = {t: i for i, t in enumerate(data.item_ids)}

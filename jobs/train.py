@@ -78,7 +78,8 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
     from lmrec.model.harness import protocol_split, rating_config
     from lmrec.model.pyfunc import log_model, save_state
     from lmrec.model.rating import fit_rating_model, select_rating_model
-    from lmrec.model.training_data import load_training_data, without_held_out_texts
+    from lmrec.model.training_data import (HELD_OUT_FREE_TEXTS, held_out_free_key, load_training_data,
+                                           save_held_out_free, without_held_out_texts)
     from lmrec.model.baselines import interactions
     from lmrec.model.scorer import fit_scorer
 
@@ -105,7 +106,8 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
     fit, val, test = protocol_split(ratings, sc)
     # Selection and the test report read no text about the validation and test pairs (their
     # reviews and tags are re-embedded without them); the refit reads every text of D.
-    known = without_held_out_texts(spark, cfg, run_date, data, pd.concat([val, test]))
+    held_out = pd.concat([val, test])
+    known = without_held_out_texts(spark, cfg, run_date, data, held_out)
     fit_kw = dict(n_users=data.n_users, n_items=data.n_items, item_text=data.item_text, user_text=data.user_text,
                   rating_max=data.rating_max, cfg=sc)
     known_kw = fit_kw | dict(item_text=known.item_text, user_text=known.user_text)
@@ -139,6 +141,11 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         mlflow.log_artifact(str(tmp / "metrics.csv"))
         for p in plots(results, history, tmp):
             mlflow.log_artifact(str(p))
+        # The gate judges on the same parts with the same vectors: it takes these (the key says
+        # what they were built from) instead of encoding the held-out-free texts again.
+        save_held_out_free(tmp / HELD_OUT_FREE_TEXTS, known, held_out_free_key(spark, cfg, data, held_out))
+        mlflow.log_artifact(str(tmp / HELD_OUT_FREE_TEXTS))
+        (tmp / HELD_OUT_FREE_TEXTS).unlink()
 
         val_params.to_npz(tmp / "val_params.npz")
         del val_params  # its EASE matrix is 1.6 GB at 20k items; the refit builds its own

@@ -43,3 +43,26 @@ def known_ids(spark, cfg, run_date: dt.date, ratings=None):
 def active_users(spark, cfg, run_date: dt.date):
     """ids of users with ratings or text by the end of D (one column ``user_id``)."""
     return known_ids(spark, cfg, run_date)[0].distinct()
+
+
+def changed_keys(today, yesterday, key: str) -> set:
+    """The values of ``key`` whose rows differ between two snapshots of a table (same columns):
+    rows added, removed or changed. Each side is reduced to one digest per key (the row count
+    and the sums of two independent hashes of the whole row, Murmur3 and the high half of
+    xxHash64: about 63 bits, order-free, no overflow below 2^31 rows per key) and only the
+    digests are joined: one aggregation per snapshot instead of shuffling every row of both to
+    compare them (``exceptAll``), which at 25M ratings took minutes."""
+    from pyspark.sql import functions as F
+
+    def digest(df):
+        cols = [F.col(c) for c in df.columns]
+        return df.groupBy(key).agg(F.count(F.lit(1)).alias("_n"),
+                                   F.sum(F.hash(*cols).cast("long")).alias("_h1"),
+                                   F.sum(F.shiftright(F.xxhash64(*cols), 32)).alias("_h2"))
+
+    a, b = digest(today).alias("a"), digest(yesterday).alias("b")
+    same = F.lit(True)
+    for c in ("_n", "_h1", "_h2"):
+        same = same & F.col(f"a.{c}").eqNullSafe(F.col(f"b.{c}"))
+    joined = a.join(b, F.col(f"a.{key}") == F.col(f"b.{key}"), "full_outer")
+    return {r[0] for r in joined.where(~same).select(F.coalesce(F.col(f"a.{key}"), F.col(f"b.{key}"))).collect()}

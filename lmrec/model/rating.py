@@ -96,13 +96,14 @@ class RatingParams:
         iq, jnv = np.unique(items, return_inverse=True)
         I, bi = self._items(iq, item_text)
         n_fit = len(self.Y)
-        t_hist = item_text[iq] @ self.W_hist
+        TW = item_text @ self.W_hist  # every item's projected text: the histories' sums and the pairs' own items
+        t_hist = TW[iq]
         y_own = np.zeros((len(iq), self.Y.shape[1]), dtype=self.Y.dtype)
         y_own[iq < n_fit] = self.Y[iq[iq < n_fit]]
         Xu = X[uq]
         n_u = np.asarray(Xu.sum(1)).ravel()
         ysum_u = np.asarray(Xu[:, :n_fit] @ self.Y)
-        tsum_u = np.asarray(Xu @ (item_text @ self.W_hist))
+        tsum_u = np.asarray(Xu @ TW)
         base = user_text[uq] @ self.W_user
         known = uq < len(self.P)
         base[known] += self.P[uq[known]]
@@ -158,14 +159,15 @@ class FitData:
     X: sp.csr_matrix  # (n_users, n_items) 0/1: each user's rated items
     R: sp.csr_matrix  # the same pattern with the ratings (float32)
     raters: np.ndarray  # users with at least one rating
+    item_text: np.ndarray  # (n_items, d_t), as given (validation predictions read it)
+    user_text: np.ndarray  # (n_users, d_t), as given
     T: object  # torch (n_items, d_t): item text vectors
     Tsum: object  # torch (n_users, d_t): the sum of each user's items' text vectors
     own: object  # torch (n_users, d_t): the users' own text vectors
     n_hist: object  # torch (n_users,): history lengths
     mu: float
     b_user: np.ndarray
-    b_item: np.ndarray
-    bias_regs: tuple
+    b_item: np.ndarray  # the closed-form biases with the L2 pair ``build`` was given
 
     @classmethod
     def build(cls, train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np.ndarray,
@@ -179,30 +181,21 @@ class FitData:
         R.sort_indices()
         t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32)).to(device)  # noqa: E731
         mu, bu, bi = regularised_biases(train, n_users, n_items, reg_user=bias_regs[0], reg_item=bias_regs[1])
-        return cls(X=X, R=R, raters=np.flatnonzero(np.diff(R.indptr) > 0), T=t(item_text), Tsum=t(X @ item_text),
-                   own=t(user_text), n_hist=t(X.sum(1)).ravel(), mu=mu, b_user=bu, b_item=bi, bias_regs=tuple(bias_regs))
+        return cls(X=X, R=R, raters=np.flatnonzero(np.diff(R.indptr) > 0), item_text=item_text, user_text=user_text,
+                   T=t(item_text), Tsum=t(X @ item_text), own=t(user_text), n_hist=t(X.sum(1)).ravel(),
+                   mu=mu, b_user=bu, b_item=bi)
 
 
 def fit_rating_model(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np.ndarray,
                      user_text: np.ndarray, r_min: float, r_max: float, cfg: RatingConfig,
                      val: pd.DataFrame | None = None, epochs: int | None = None,
-                     progress=None, data: FitData | None = None) -> tuple[RatingParams, dict]:
+                     progress=None) -> tuple[RatingParams, dict]:
     """Fit on ``train`` (user_idx, item_idx, rating). With ``val``: early stopping on validation
     RMSE (best epoch kept); without: exactly ``epochs`` epochs (a refit with the chosen count).
-    ``data``: ``train``'s :class:`FitData` when the caller fits it more than once.
     Returns (params, history) with per-epoch train MSE and validation RMSE, and ``best_epoch``."""
-    import torch
-
-    if data is None or data.bias_regs != tuple(cfg.bias_regs):
-        data = FitData.build(train, n_users=n_users, n_items=n_items, item_text=item_text, user_text=user_text,
-                             bias_regs=cfg.bias_regs, device=cfg.device)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
-        return _fit(data, n_users=n_users, n_items=n_items, item_text=item_text, user_text=user_text,
-                    r_min=r_min, r_max=r_max, cfg=cfg, val=val, epochs=epochs, progress=progress)
-    finally:
-        torch.set_num_threads(threads)
+    data = FitData.build(train, n_users=n_users, n_items=n_items, item_text=item_text, user_text=user_text,
+                         bias_regs=cfg.bias_regs, device=cfg.device)
+    return _fit(data, r_min=r_min, r_max=r_max, cfg=cfg, val=val, epochs=epochs, progress=progress)
 
 
 class LazyMomentumSGD:
@@ -271,7 +264,20 @@ class LazyMomentumSGD:
             p.grad = None
 
 
-def _fit(data: FitData, *, n_users, n_items, item_text, user_text, r_min, r_max, cfg, val, epochs, progress):
+def _fit(data: FitData, *, r_min, r_max, cfg, val=None, epochs=None, progress=None):
+    """:func:`fit_rating_model` on prepared data (whose biases stand: ``cfg.bias_regs`` is not read),
+    with ``cfg.threads`` torch threads."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _train(data, r_min=r_min, r_max=r_max, cfg=cfg, val=val, epochs=epochs, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(data: FitData, *, r_min, r_max, cfg, val, epochs, progress):
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -279,7 +285,7 @@ def _fit(data: FitData, *, n_users, n_items, item_text, user_text, r_min, r_max,
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     dev = cfg.device
-    d, d_t = cfg.dim, item_text.shape[1]
+    (n_users, n_items), d, d_t = data.X.shape, cfg.dim, data.item_text.shape[1]
     X, R, raters, T, Tsum, own, n_hist = data.X, data.R, data.raters, data.T, data.Tsum, data.own, data.n_hist
     # Koren's baseline predictor in closed form, held fixed (buffers, not parameters): biases learnt
     # by SGD next to the factors overfit rare users and items.
@@ -370,7 +376,7 @@ def _fit(data: FitData, *, n_users, n_items, item_text, user_text, r_min, r_max,
         history["train_mse"].append(total / max(seen, 1))
         v = float("nan")
         if val is not None and len(val):
-            v = float(np.sqrt(np.mean((params.predict(vu, vi, X, item_text, user_text) - vr) ** 2)))
+            v = float(np.sqrt(np.mean((params.predict(vu, vi, X, data.item_text, data.user_text) - vr) ** 2)))
             if v < best - 1e-6:
                 best, best_state, best_epoch, waited = v, params, epoch, 0
             else:
@@ -398,8 +404,9 @@ def _export(net, mu, r_min, r_max) -> RatingParams:
                             w_text_bias=f(net.text_bias.weight[0]), mu=float(mu), r_min=float(r_min), r_max=float(r_max))
 
 
-def select_rating_model(fit: pd.DataFrame, val: pd.DataFrame, *, cfg: RatingConfig,
-                        **kw) -> tuple[RatingConfig, dict, RatingParams]:
+def select_rating_model(fit: pd.DataFrame, val: pd.DataFrame, *, cfg: RatingConfig, n_users: int, n_items: int,
+                        item_text: np.ndarray, user_text: np.ndarray, r_min: float,
+                        r_max: float) -> tuple[RatingConfig, dict, RatingParams]:
     """The L2 strengths and the epoch count with the best validation RMSE (models fit on ``fit``),
     by coordinate search: first the fixed biases' L2 pair over ``cfg.bias_reg_grid``
     (closed form, by the biases' own validation RMSE); then ``reg`` over ``cfg.reg_grid`` at
@@ -411,13 +418,12 @@ def select_rating_model(fit: pd.DataFrame, val: pd.DataFrame, *, cfg: RatingConf
     import dataclasses
 
     vu, vi, vr = (val[c].to_numpy() for c in (S.COL_USER_IDX, S.COL_ITEM_IDX, S.COL_RATING))
-    n_users, n_items = kw["n_users"], kw["n_items"]
     bias_rmse = {g: float(np.sqrt(np.mean((fit_biases(fit, n_users, n_items, reg_user=g[0], reg_item=g[1])(vu, vi)
                                            - vr) ** 2))) for g in cfg.bias_reg_grid}
     cfg = dataclasses.replace(cfg, bias_regs=min(bias_rmse, key=bias_rmse.get))
     log.info("rating model biases: L2 (user, item) %s, validation RMSE %.4f", cfg.bias_regs, bias_rmse[cfg.bias_regs])
     tried, best = {}, None
-    data = FitData.build(fit, n_users=n_users, n_items=n_items, item_text=kw["item_text"], user_text=kw["user_text"],
+    data = FitData.build(fit, n_users=n_users, n_items=n_items, item_text=item_text, user_text=user_text,
                          bias_regs=cfg.bias_regs, device=cfg.device)
 
     def trial(c: RatingConfig):
@@ -425,7 +431,7 @@ def select_rating_model(fit: pd.DataFrame, val: pd.DataFrame, *, cfg: RatingConf
         key = (c.reg, c.text_reg, c.init_std)
         if key in tried:
             return
-        params, hist = fit_rating_model(fit, val=val, cfg=c, data=data, **kw)
+        params, hist = _fit(data, r_min=r_min, r_max=r_max, cfg=c, val=val)
         tried[key] = (hist["best_val_rmse"], hist["best_epoch"])
         log.info("rating model reg %.3g, text_reg %.3g, init_std %.3g: validation RMSE %.4f at epoch %d", *key, *tried[key])
         if best is None or tried[key][0] < tried[best[0]][0]:

@@ -113,3 +113,15 @@ def move_champion_forward(client) -> str | None:
     if str(newest.version) != alias_version:
         client.set_registered_model_alias(S.MODEL_NAME, S.ALIAS_CHAMPION, newest.version)
     return str(newest.version)
+
+
+def run_artifact(version, name: str, dst: str) -> str | None:
+    """Local path of artifact ``name`` of the run that made model ``version``, downloaded under
+    ``dst``, or None when that run has no such artifact (versions made before it existed)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=name, dst_path=dst)
+    except (MlflowException, OSError):
+        return None

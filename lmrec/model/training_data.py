@@ -116,3 +116,37 @@ def without_held_out_texts(spark, cfg, run_date: dt.date, data: TrainingData, he
         log.info("%s %s without the held-out pairs' texts: %d texts, %d differ from D's and were encoded",
                  table, run_date, total, n_todo)
     return replace(data, item_text=out[0], user_text=out[1])
+
+
+HELD_OUT_FREE_TEXTS = "held_out_free_texts.npz"  # train's run artifact: the vectors below, for the gate
+
+
+def held_out_free_key(spark, cfg, data: TrainingData, held_out: pd.DataFrame) -> str:
+    """Everything :func:`without_held_out_texts` reads, as one string: the Delta versions of the
+    tables (any write to them changes it), a digest of the held-out pairs, the user-text setting
+    and the encoder. Equal keys mean equal vectors, so the gate can take train's instead of
+    encoding them again (at 25M ratings about 150 s)."""
+    import hashlib
+    import json
+
+    from lmrec.core.io import table_version
+    from lmrec.text.embedding import current_model_id, encoder_options
+
+    pairs = np.unique(held_out[S.COL_USER_IDX].to_numpy().astype(np.int64) * max(1, data.n_items)
+                      + held_out[S.COL_ITEM_IDX].to_numpy())
+    key = {"tables": data.versions | {t: table_version(spark, cfg, t) for t in (S.USER_TEXT_RAW, S.ITEMS_RAW)},
+           "held_out": hashlib.sha256(pairs.tobytes()).hexdigest(), "shape": [data.n_users, data.n_items],
+           "user_text_titles": cfg.user_text_titles, "model": current_model_id(encoder_options(cfg, spark))}
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def save_held_out_free(path, known: TrainingData, key: str) -> None:
+    np.savez(path, item_text=known.item_text, user_text=known.user_text, key=np.array(key))
+
+
+def load_held_out_free(path, data: TrainingData, key: str) -> TrainingData | None:
+    """``data`` with the vectors saved at ``path`` when they were built under ``key``, else None."""
+    z = np.load(path, allow_pickle=False)
+    if str(z["key"]) != key:
+        return None
+    return replace(data, item_text=z["item_text"], user_text=z["user_text"])

@@ -76,3 +76,30 @@ def test_next_night_keeps_unchanged_users_lists_and_equals_a_full_scoring(spark,
     pos = {t: i for i, t in enumerate(data.item_ids)}
     assert {pos["n0"], pos["n1"], pos["n2"], pos[items["item_id"].iloc[7]]} <= set(changed.tolist())
     assert score.since_yesterday(spark, cfg, D4, "another", cfg.top_k, data, X, candidate, users) is None
+
+
+def test_changed_keys_finds_exactly_the_keys_an_exceptall_diff_finds(spark):
+    from lmrec.core.pit import changed_keys
+
+    rng = np.random.default_rng(3)
+    n = 400
+    b = pd.DataFrame({"user_id": [f"u{i % 60}" for i in range(n)], "item_id": [f"i{i}" for i in range(n)],
+                      "rating": rng.integers(1, 6, n).astype(float),
+                      "event_ts": pd.Timestamp("2024-06-01") + pd.to_timedelta(rng.integers(0, 10**6, n), unit="s")})
+    a = b.copy()
+    a.loc[3, "rating"] = a.loc[3, "rating"] % 5 + 1                       # a changed rating
+    a.loc[70, "event_ts"] += pd.Timedelta(seconds=1)                      # the same rating, rated again later
+    a = a.drop(index=[150])                                               # a removed row
+    a = pd.concat([a, pd.DataFrame([{"user_id": "new", "item_id": "i1", "rating": 4.0, "event_ts": a.event_ts[0]},
+                                    {"user_id": "u5", "item_id": "i9999", "rating": 2.0, "event_ts": a.event_ts[0]}])])
+    b = b[b.user_id != "u59"]                                             # a user only today
+    a = a[a.user_id != "u58"]                                             # a user only yesterday
+    da, db = spark.createDataFrame(a), spark.createDataFrame(b)
+    want = {r[0] for r in da.exceptAll(db).unionByName(db.exceptAll(da)).select("user_id").distinct().collect()}
+    assert want == {a.user_id[3], a.user_id[70], b.user_id[150], "new", "u5", "u59", "u58"}
+    assert changed_keys(da, db, "user_id") == want
+    assert changed_keys(da, da, "user_id") == set()
+    # Two rows swapping their ratings within a user still change that user.
+    c = b.copy()
+    c.loc[[0, 60], "rating"] = [c.rating[0] + 0.5, c.rating[60] - 0.5]   # rows 0 and 60 are both u0's
+    assert changed_keys(spark.createDataFrame(c), db, "user_id") == {"u0"}

@@ -59,11 +59,14 @@ def test_train_gate_score_validate(spark, pipeline):
     assert {a.path for a in client.list_artifacts(res["run_id"])} >= {"metrics.csv", "ndcg_recall_at_k.png", "training_curve.png"}
     g = gate.run(D3, cfg=cfg, spark=spark)
     assert g["decision"] == "promoted" and "first version" in g["reason"]
+    assert g["texts"] == "train's"  # the held-out-free vectors train built, not encoded again
+    _gate_takes_trains_vectors_only_while_they_hold(spark, cfg, client.get_model_version(S.MODEL_NAME, res["version"]))
 
     # A broken candidate (shuffled ratings) is not promoted; the champion stays.
     bad = train.run(D3, cfg=cfg, spark=spark, shuffle_ratings=True, with_als=False)
     g2 = gate.run(D3, cfg=cfg, spark=spark)
     assert g2["decision"] == "kept_champion" and g2["champion_version"] == res["version"]
+    assert g2["texts"] == "rebuilt"  # train split the shuffled ratings: other held-out pairs than the gate's
     tags = client.get_model_version(S.MODEL_NAME, bad["version"]).tags
     assert tags["gate.decision"] == "kept_champion" and tags["gate.champion_ndcg_at_10"]
     assert tags["text_model"] == read_table(spark, cfg, S.ITEM_EMBEDDINGS, D3).first()[S.COL_MODEL_ID]
@@ -211,3 +214,22 @@ def test_an_unknown_scoring_place_stops_the_score_job_before_it_reads(tmp_path):
     cfg = make_cfg(tmp_path, LMREC_SCORE_WHERE="gpu")
     with pytest.raises(ParameterError, match="LMREC_SCORE_WHERE must be one of auto, driver, tasks, got 'gpu'"):
         score.build_recommendations(None, cfg, D3, top_k=10)  # no Spark session: nothing is read
+
+
+def _gate_takes_trains_vectors_only_while_they_hold(spark, cfg, cand):
+    from lmrec.model.harness import protocol_split, scorer_config
+    from lmrec.model.training_data import load_training_data, without_held_out_texts
+
+    data = load_training_data(spark, cfg, D3)
+    _, val, test = protocol_split(data.ratings, scorer_config(cfg))
+    held = pd.concat([val, test])
+    got, source = gate._held_out_free(spark, cfg, D3, data, held, cand)
+    want = without_held_out_texts(spark, cfg, D3, data, held)
+    assert source == "train's"
+    np.testing.assert_allclose(got.user_text, want.user_text, atol=1e-5)
+    np.testing.assert_allclose(got.item_text, want.item_text, atol=1e-5)
+    # Other held-out pairs, or a table written since train (a rerun of a job for D): built again.
+    assert gate._held_out_free(spark, cfg, D3, data, held.iloc[1:], cand)[1] == "rebuilt"
+    embed_users.run(D3, cfg=cfg, spark=spark)
+    again = load_training_data(spark, cfg, D3)
+    assert gate._held_out_free(spark, cfg, D3, again, held, cand)[1] == "rebuilt"
