@@ -148,7 +148,11 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         (tmp / HELD_OUT_FREE_TEXTS).unlink()
 
         val_params.to_npz(tmp / "val_params.npz")
-        del val_params  # its EASE matrix is 1.6 GB at 20k items; the refit builds its own
+        # Free what selection and the report held before the refit's EASE inverse: val_params' EASE
+        # matrix is 1.6 GB at 20k items, the three parts and the held-out-free vectors about 1.5 GB
+        # at 25M ratings (the 25M night's train was killed for memory in the refit with them alive).
+        del val_params, known, held_out, fit, val, test, X_fit, rating_fn, rating_fit
+        _release_driver_heap(spark)
         # Refit on every rating up to D with the chosen epochs and blend (documented in README).
         if cfg.train_processes > 1:
             from lmrec.model.scorer import fit_scorer_distributed
