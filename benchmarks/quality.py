@@ -92,8 +92,8 @@ def run(name: str, spark, encoder) -> str:
         params, hist = fit_scorer(fit, val=val, n_users=nU, n_items=nI, item_text=Ti, user_text=Ui, rating_max=r_max,
                                   cfg=sc)
         secs = time.perf_counter() - t0
-        knobs = (f"λ {hist['ease_lambda']:.0f}, {hist['best_epoch']} epochs, blend "
-                 f"({hist['blend'][0]:.3g}, {hist['blend'][1]:.3g})")
+        knobs = (f"λ {hist['ease_lambda']:.0f}, {hist['best_epoch']} epochs, text decay {hist['text_decay']:g}, "
+                 f"batch {hist['batch_size']}, blend ({hist['blend'][0]:.3g}, {hist['blend'][1]:.3g})")
         table.add(label, make_score_fn(params, H, X, Ti, Ui, nI), knobs, secs)
         neural = dataclasses.replace(params, alpha=1.0, gamma=0.0)
         table.add(f"{label}: neural part alone", make_score_fn(neural, H, X, Ti, Ui, nI), "blend forced (1, 0)", secs)

@@ -130,7 +130,9 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
             mlflow.log_metrics({f"{name}.{k}": v for k, v in scalars(m).items()})
         for e, loss, ndcg in zip(history["epoch"], history["loss"], history["val_ndcg_at_10"]):
             mlflow.log_metrics({"train.loss": loss, "train.val_ndcg_at_10": ndcg}, step=e)
-        mlflow.log_params({"scorer.chosen_ease_lambda": history["ease_lambda"]})
+        mlflow.log_params({"scorer.chosen_ease_lambda": history["ease_lambda"],
+                           "scorer.chosen_text_decay": history["text_decay"], "scorer.chosen_batch_size": history["batch_size"]})
+        mlflow.log_metrics({f"scorer.val_ndcg_at_10.text_decay_{d:g}": v for d, v in history["text_decay_tried"].items()})
         mlflow.log_metrics({f"scorer.val_ndcg_at_10.ease_lambda_{lam:.2f}": v for lam, v in history["ease_lambda_tried"].items()})
         mlflow.log_params({"rating.chosen_reg": rc.reg, "rating.chosen_text_reg": rc.text_reg, "rating.chosen_epochs": rc.epochs,
                            "rating.chosen_init_std": rc.init_std, "rating.chosen_bias_regs": str(rc.bias_regs)})
@@ -153,16 +155,17 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         # at 25M ratings (the 25M night's train was killed for memory in the refit with them alive).
         del val_params, known, held_out, fit, val, test, X_fit, rating_fn, rating_fit
         _release_driver_heap(spark)
-        # Refit on every rating up to D with the chosen epochs and blend (documented in README).
+        # Refit on every rating up to D with the chosen epochs, blend, λ, text decay and batch size
+        # (documented in README).
+        chosen = dict(epochs=history["best_epoch"], blend=history["blend"], ease_lambda=history["ease_lambda"],
+                      text_decay=history["text_decay"], batch_size=history["batch_size"])
         if cfg.train_processes > 1:
             from lmrec.model.scorer import fit_scorer_distributed
 
             params = fit_scorer_distributed(ratings, num_processes=cfg.train_processes, use_gpu=cfg.task_gpus > 0,
-                                            epochs=history["best_epoch"], blend=history["blend"],
-                                            ease_lambda=history["ease_lambda"], **fit_kw)
+                                            **chosen, **fit_kw)
         else:
-            params, _ = fit_scorer(ratings, epochs=history["best_epoch"], blend=history["blend"],
-                                   ease_lambda=history["ease_lambda"], **fit_kw)
+            params, _ = fit_scorer(ratings, **chosen, **fit_kw)
         params.to_npz(tmp / "params.npz")
         rating_params, _ = fit_rating_model(ratings, cfg=rc, epochs=rc.epochs, **rating_kw)
         rating_params.to_npz(tmp / "rating.npz")
@@ -178,7 +181,8 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
                            R.TAG_VAL_NDCG: f"{val_ndcg:.6f}", R.TAG_TRAIN_REASON: why, R.TAG_TEXT_MODEL: text_model,
                            "popularity_ndcg_at_10": f"{results['popularity']['ndcg_at_10']:.6f}",
                            "best_epoch": str(history["best_epoch"]), "blend": json.dumps(history["blend"]),
-                           "ease_lambda": f"{history['ease_lambda']:.6g}"}.items():
+                           "ease_lambda": f"{history['ease_lambda']:.6g}",
+                           "text_decay": f"{history['text_decay']:g}"}.items():
             client.set_model_version_tag(S.MODEL_NAME, mv.version, key, value)
         client.set_registered_model_alias(S.MODEL_NAME, S.ALIAS_CANDIDATE, mv.version)
         log.info("registered %s version %s (alias %s), validation NDCG@10 %.4f", S.MODEL_NAME, mv.version,

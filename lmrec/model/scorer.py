@@ -11,7 +11,8 @@
 ID parts are dropped at random during training, so the text path alone scores cold items and
 users. The neural part is trained with MSE + BPR; the blend (α, γ) with the EASE component is then
 chosen on the validation split from a small grid that includes pure EASE and the neural part alone. Users without ratings are scored from their own text (s_u); items without ratings from
-their text (t_i). Training: Adam, fixed seeds, early stopping on validation NDCG@10.
+their text (t_i). Training: Adam (AdamW's decoupled decay on the text
+projections, chosen on validation), fixed seeds, early stopping on validation NDCG@10.
 """
 
 from __future__ import annotations
@@ -38,9 +39,20 @@ class ScorerConfig:
     dim: int = 64  # latent dimension d of U and I
     epochs: int = 30  # maximum epochs; early stopping picks the best
     patience: int = 4  # epochs without a better validation NDCG@10 before stopping
-    batch_size: int = 2048  # (user, item, rating) triples per step
+    batch_size: int = 2048  # (user, item, rating) triples per step, at most
+    # Smaller data takes smaller batches, down to min_batch_size, so that an epoch has at least
+    # min_steps_per_epoch steps (at 2048, Amazon Musical Instruments' 7.5k fit ratings made 4).
+    min_steps_per_epoch: int = 32
+    min_batch_size: int = 256
     lr: float = 3e-3  # Adam learning rate
     reg: float = 1e-5  # L2 on the embeddings used in a batch
+    # Decoupled weight decay (AdamW) on the text projections W_I, W_U, W_H and the text biases;
+    # the rest has none. Chosen on validation from text_decay_grid (each value is one training
+    # with early stopping) while the fit part has at most text_decay_tune_max_ratings ratings;
+    # above that, or with an empty grid, text_decay is kept.
+    text_decay: float = 0.0
+    text_decay_grid: tuple = (0.0, 1.0)
+    text_decay_tune_max_ratings: int = 1_000_000
     mse_weight: float = 0.1  # weight of the rating loss (MSE)
     rank_weight: float = 1.0  # weight of the ranking loss (BPR)
     negatives: int = 4  # sampled negative items per positive for BPR
@@ -258,23 +270,22 @@ def _sparse_rows(H: sp.csr_matrix, rows: np.ndarray, device):
 
 def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np.ndarray, user_text: np.ndarray,
                rating_max: float, cfg: ScorerConfig, val: pd.DataFrame | None = None, epochs: int | None = None,
-               blend: tuple[float, float] | None = None, ease_lambda: float | None = None, progress=None,
+               blend: tuple[float, float] | None = None, ease_lambda: float | None = None,
+               text_decay: float | None = None, batch_size: int | None = None, progress=None,
                shard: tuple[int, int] = (0, 1)) -> tuple[ScorerParams, dict]:
     """Train the scorer on ``train`` (user_idx, item_idx, rating, event_ts).
 
-    With ``val``, chooses EASE's λ (:func:`choose_ease_lambda`), stops early on validation NDCG@10,
-    keeps the best epoch and chooses the EASE blend on ``val``; without, trains exactly ``epochs``
-    epochs with the given ``blend`` and ``ease_lambda`` (the refit on all data). Returns (params, history) where history
-    has per-epoch losses and validation NDCG@10, and ``best_epoch``.
+    With ``val``, chooses EASE's λ (:func:`choose_ease_lambda`) and the text decay (one training
+    per value of ``cfg.text_decay_grid``), stops early on validation NDCG@10, keeps the best
+    epoch and chooses the EASE blend on ``val``; without, trains exactly ``epochs`` epochs with
+    the given ``blend``, ``ease_lambda``, ``text_decay`` and ``batch_size`` (the refit on all
+    data). Returns (params, history) where history has per-epoch losses and validation NDCG@10
+    of the chosen training, ``best_epoch`` and every chosen knob.
     """
     import torch
 
-    from lmrec.model.evaluation import ranking_metrics
-
-    torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = cfg.resolved_device()
-    d_t = item_text.shape[1]
     T = torch.from_numpy(item_text.astype(np.float32)).to(device)
     H, X = histories(train, n_users, n_items, rating_max=rating_max, recency_weight=cfg.recency_weight)
     profile = torch.from_numpy(np.asarray(H @ item_text, dtype=np.float32)).to(device)
@@ -292,8 +303,53 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
         B, active = ease_matrix(X, lam, cfg.ease_max_items)
     else:
         B, active = np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+    world = shard[1]
+    if batch_size is None:
+        per_epoch = min(len(train), cfg.epoch_samples) // world
+        batch_size = int(np.clip(per_epoch // max(1, cfg.min_steps_per_epoch), cfg.min_batch_size, cfg.batch_size))
+    decays = (cfg.text_decay,) if text_decay is None else (text_decay,)
+    if (text_decay is None and val_eval is not None and cfg.text_decay_grid
+            and len(train) <= cfg.text_decay_tune_max_ratings):
+        decays = tuple(cfg.text_decay_grid)
+    ctx = dict(train=train, n_users=n_users, n_items=n_items, item_text=item_text, user_text=user_text,
+               rating_max=rating_max, cfg=cfg, T=T, H=H, X=X, profile=profile, own=own, val_eval=val_eval, B=B,
+               active=active, batch_size=batch_size, shard=shard, device=device,
+               epochs=epochs if epochs is not None else cfg.epochs, progress=progress)
+    rng_state = rng.bit_generator.state
+    best_state, history, decay_tried = None, None, {}
+    for decay in decays:
+        rng.bit_generator.state = rng_state  # every value trains from the same start and batches
+        state, hist = _train_epochs(decay=decay, rng=rng, **ctx)
+        decay_tried[decay] = hist["best_val_ndcg_at_10"]
+        if len(decays) > 1:
+            log.info("scorer text decay %g: best val NDCG@10 %.4f at epoch %d", decay, hist["best_val_ndcg_at_10"],
+                     hist["best_epoch"])
+        if history is None or hist["best_val_ndcg_at_10"] > history["best_val_ndcg_at_10"] + 1e-9:
+            best_state, history = state, hist
+            history["text_decay"] = decay
+    history["text_decay_tried"] = decay_tried if len(decays) > 1 else {}
+    history["batch_size"] = batch_size
+    history["ease_lambda"], history["ease_lambda_tried"] = lam, lam_tried
+    if val_eval is not None and cfg.use_ease and len(active):
+        blend = choose_blend(best_state, train, val_eval, H, X, item_text, user_text, n_items, grid=cfg.blend_grid)
+    else:
+        blend = blend or ((1.0, 0.0) if not (cfg.use_ease and len(active)) else (1.0, 1.0))
+    best_state.alpha, best_state.gamma = blend
+    history["blend"] = blend
+    return best_state, history
+
+
+def _train_epochs(*, train, n_users, n_items, item_text, user_text, rating_max, cfg, T, H, X, profile, own, val_eval,
+                  B, active, batch_size, shard, device, epochs, progress, decay, rng) -> tuple[ScorerParams, dict]:
+    """One training of the neural part with text decay ``decay``: up to ``epochs`` epochs, early
+    stopping on ``val_eval`` when given. Returns (the best epoch's params, history)."""
+    import torch
+
+    from lmrec.model.evaluation import ranking_metrics
+
+    torch.manual_seed(cfg.seed)
     mu = float(train[S.COL_RATING].mean())
-    net = _Net.build(n_users, n_items, d_t, cfg, mu).to(device)
+    net = _Net.build(n_users, n_items, item_text.shape[1], cfg, mu).to(device)
     rank, world = shard
     model = net
     if world > 1:  # data parallel: equal shards of the same permutation; DDP averages the gradients
@@ -301,7 +357,9 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
 
         on_gpu = str(device).startswith("cuda")
         model = DistributedDataParallel(net, device_ids=[torch.cuda.current_device()] if on_gpu else None)
-    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
+    text = [net.W_item.weight, net.W_user.weight, net.W_hist.weight, net.bias_text.weight, net.rbias_text.weight]
+    rest = [p for p in net.parameters() if p.requires_grad and all(p is not q for q in text)]
+    opt = torch.optim.AdamW([{"params": text, "weight_decay": decay}, {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
 
     u_all = train[S.COL_USER_IDX].to_numpy().astype(np.int64)
     i_all = train[S.COL_ITEM_IDX].to_numpy().astype(np.int64)
@@ -312,17 +370,15 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
     untrained = (np.setdiff1d(np.arange(n_items), pos_items), np.setdiff1d(np.arange(n_users), u_all))
     history = {"epoch": [], "loss": [], "mse": [], "bpr": [], "val_ndcg_at_10": []}
     best, best_state, best_epoch, waited = -1.0, None, 0, 0
-    history["ease_lambda"], history["ease_lambda_tried"] = lam, lam_tried
-    n_epochs = epochs if epochs is not None else cfg.epochs
 
-    for epoch in range(1, n_epochs + 1):
+    for epoch in range(1, epochs + 1):
         net.train()
         perm = rng.permutation(len(u_all))[: cfg.epoch_samples]
         if world > 1:
             perm = perm[: len(perm) - len(perm) % world][rank::world]
         tot = {"loss": 0.0, "mse": 0.0, "bpr": 0.0}
-        for s in range(0, len(perm), cfg.batch_size):
-            b = perm[s:s + cfg.batch_size]
+        for s in range(0, len(perm), batch_size):
+            b = perm[s:s + batch_size]
             u = torch.from_numpy(u_all[b]).to(device)
             i = torch.from_numpy(i_all[b]).to(device)
             r = torch.from_numpy(r_all[b]).to(device)
@@ -365,15 +421,9 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
         if val_eval is not None and waited >= cfg.patience:
             break
     if best_state is None:
-        best_state, best_epoch = params, n_epochs
+        best_state, best_epoch = params, epochs
     history["best_epoch"] = best_epoch
     history["best_val_ndcg_at_10"] = best
-    if val_eval is not None and cfg.use_ease and len(active):
-        blend = choose_blend(best_state, train, val_eval, H, X, item_text, user_text, n_items, grid=cfg.blend_grid)
-    else:
-        blend = blend or ((1.0, 0.0) if not (cfg.use_ease and len(active)) else (1.0, 1.0))
-    best_state.alpha, best_state.gamma = blend
-    history["blend"] = blend
     return best_state, history
 
 
