@@ -142,3 +142,41 @@ def test_ease_lambda_grid_goes_on_past_its_end(demo):
     _, tried = choose_ease_lambda(X, inner, val, nI, ScorerConfig(ease_lambda_grid=(1e-4, 4e-4)))
     count = X.nnz / len(np.flatnonzero(np.asarray(X.sum(0)).ravel()))
     assert sorted(round(x / count, 8) for x in tried) == pytest.approx([1e-4, 4e-4, 1.6e-3, 6.4e-3, 2.56e-2])
+
+
+def test_text_decay_is_chosen_on_validation_from_the_same_start(demo):
+    """Each text decay of the grid is one training from the same start: the grid's decay-0 run is
+    the run with decay 0 alone; the chosen decay has the best validation NDCG@10; small data takes
+    smaller batches (at least min_steps_per_epoch steps), and a refit with the chosen knobs trains
+    no grid."""
+    df, T, nU, nI = demo
+    train, _ = random_split(df, 0.75, seed=1)
+    inner, val = random_split(train, 0.9, seed=2)
+    kw = dict(epochs=3, ease_lambda_grid=())
+    _, alone = _fit(inner, T, nU, nI, val=val, text_decay=0.0, text_decay_grid=(), **kw)
+    assert alone["text_decay"] == 0.0 and alone["text_decay_tried"] == {}
+    _, hist = _fit(inner, T, nU, nI, val=val, text_decay_grid=(0.0, 30.0), **kw)
+    assert set(hist["text_decay_tried"]) == {0.0, 30.0}
+    assert hist["text_decay_tried"][0.0] == alone["best_val_ndcg_at_10"]
+    assert hist["text_decay_tried"][hist["text_decay"]] == max(hist["text_decay_tried"].values())
+    assert hist["best_val_ndcg_at_10"] == max(hist["text_decay_tried"].values())
+    assert hist["batch_size"] == ScorerConfig().min_batch_size  # 3.1k ratings: 32 steps would be batches of 96
+    assert _fit(df, T, nU, nI, epochs=1, min_steps_per_epoch=8)[1]["batch_size"] == len(df) // 8  # 6.2k: 781
+    assert _fit(df, T, nU, nI, epochs=1, min_steps_per_epoch=2)[1]["batch_size"] == 2048  # at most batch_size
+    # Big data keeps the full batch; past the tuning cap, the configured decay is kept untried.
+    _, capped = _fit(inner, T, nU, nI, val=val, text_decay=30.0, text_decay_tune_max_ratings=len(inner) - 1, **kw)
+    assert capped["text_decay"] == 30.0 and capped["text_decay_tried"] == {}
+    cfg = ScorerConfig(epochs=1)
+    _, refit = fit_scorer(inner, n_users=nU, n_items=nI, item_text=T, user_text=np.zeros((nU, T.shape[1]), np.float32),
+                          rating_max=5.0, cfg=cfg, epochs=1, blend=(1.0, 1.0), text_decay=30.0, batch_size=512)
+    assert refit["text_decay"] == 30.0 and refit["batch_size"] == 512 and refit["text_decay_tried"] == {}
+
+
+def test_text_decay_shrinks_the_text_projections_only(demo):
+    """AdamW's decoupled decay applies to the text projections and text biases, not the ID parts."""
+    df, T, nU, nI = demo
+    a, _ = _fit(df, T, nU, nI, epochs=2, text_decay=0.0, text_decay_grid=())
+    b, _ = _fit(df, T, nU, nI, epochs=2, text_decay=100.0, text_decay_grid=())
+    for w in ("W_item", "W_user", "W_hist", "w_bias_text", "w_rbias_text"):
+        assert np.linalg.norm(getattr(b, w)) < 0.5 * np.linalg.norm(getattr(a, w)), w
+    assert np.linalg.norm(b.E_item) > 0.5 * np.linalg.norm(a.E_item)
