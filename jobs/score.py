@@ -133,8 +133,7 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
     ``incremental`` (and ``LMREC_INCREMENTAL_SCORE``): keep D-1's lists of unchanged users."""
     from pyspark.sql import functions as F
 
-    from lmrec.core.io import read_table
-    from lmrec.core.pit import active_users
+    from lmrec.core.io import read_arrow
     from lmrec.model.baselines import interactions
     from lmrec.model.scorer import history_weights
     from lmrec.model.training_data import load_training_data
@@ -148,13 +147,14 @@ def build_recommendations(spark, cfg: Settings, run_date: dt.date, *, top_k: int
     log.info("score %s: read %d ratings, %d users, %d items in %.1fs", run_date, len(data.ratings), data.n_users,
              data.n_items, time.perf_counter() - t0)
     ratings = data.ratings
-    catalogue = read_table(spark, cfg, S.ITEMS_RAW, run_date).select(S.COL_ITEM).toPandas()[S.COL_ITEM]
+    catalogue = read_arrow(spark, cfg, S.ITEMS_RAW, run_date, [S.COL_ITEM])[0].column(S.COL_ITEM).to_pylist()
     pos = {t: i for i, t in enumerate(data.item_ids)}
     candidate = np.zeros(data.n_items, dtype=bool)
     candidate[[pos[t] for t in catalogue if t in pos]] = True
-    users = active_users(spark, cfg, run_date).toPandas()[S.COL_USER]
-    upos = {u: i for i, u in enumerate(data.user_ids)}
-    uidx = np.array([upos[u] for u in users], dtype=np.int64)
+    # The active users (pit.active_users: rated or wrote by the end of D) are the users D's index
+    # was read for.
+    uidx = np.flatnonzero(data.user_ids != "").astype(np.int64)
+    users = pd.Series(data.user_ids[uidx], dtype=object)
     X = interactions(ratings, data.n_users, data.n_items)  # (n_users, n_items) 0/1: who rated what by D
     has_hist = np.asarray(X.sum(1)).ravel()[uidx] > 0
     has_text = np.abs(data.user_text[uidx]).sum(1) > 0

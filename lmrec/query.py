@@ -23,6 +23,7 @@ import sqlglot
 from sqlglot import exp
 
 from lmrec.core import schema as S
+from lmrec.core.io import delta_uri, storage_options
 from lmrec.core.settings import Settings
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # its "falling back to a Command" warnings (SHOW in Spark)
@@ -92,18 +93,6 @@ def check_read_only(sql: str, *, dialect: str, tables: list[str], database: str 
     return stmt
 
 
-def _storage_options(cfg: Settings) -> dict[str, str] | None:
-    """delta-rs options for an S3-compatible endpoint (credentials from the AWS_* environment)."""
-    if not cfg.s3_endpoint:
-        return None
-    return {"AWS_ENDPOINT_URL": cfg.s3_endpoint, "AWS_ALLOW_HTTP": str(cfg.s3_endpoint.startswith("http:")).lower()}
-
-
-def _delta_uri(cfg: Settings, name: str) -> str:
-    path = cfg.table_path(name)
-    return "s3://" + path[len("s3a://"):] if path.startswith("s3a://") else path
-
-
 def connect(cfg: Settings | None = None):
     """An in-memory DuckDB connection with a view per existing lmrec table, file access off and locked.
 
@@ -117,9 +106,9 @@ def connect(cfg: Settings | None = None):
     cfg = cfg or Settings.from_env()
     con = duckdb.connect(":memory:")
     con.execute(f'CREATE SCHEMA "{cfg.database}"')
-    opts = _storage_options(cfg)
+    opts = storage_options(cfg)
     for name in analyst_tables():
-        uri = _delta_uri(cfg, name)
+        uri = delta_uri(cfg, name)
         if not DeltaTable.is_deltatable(uri, storage_options=opts):
             continue
         dataset = DeltaTable(uri, storage_options=opts).to_pyarrow_dataset()

@@ -44,40 +44,69 @@ def _ids(pdf: pd.DataFrame, col_id: str, col_idx: str) -> np.ndarray:
     return out
 
 
-def _vectors(emb: pd.DataFrame, index: pd.DataFrame, col_id: str, col_idx: str, n: int, dim: int):
+def _vectors(emb, index: pd.DataFrame, col_id: str, col_idx: str, n: int, dim: int):
+    """(n, dim) float32 vectors at their indices (zero where none) and which indices have one,
+    from an Arrow table (id, vector)."""
     out = np.zeros((n, dim), dtype=np.float32)
     has = np.zeros(n, dtype=bool)
-    if len(emb):
-        m = emb.merge(index, on=col_id)
-        idx = m[col_idx].to_numpy()
-        out[idx] = np.stack(m[S.COL_VECTOR].to_numpy()).astype(np.float32)
-        has[idx] = True
+    if emb.num_rows:
+        at = pd.Series(index[col_idx].to_numpy(), index=index[col_id].to_numpy())
+        idx = at.reindex(emb.column(col_id).to_numpy(zero_copy_only=False)).to_numpy()
+        vec = emb.column(S.COL_VECTOR).combine_chunks()
+        flat = np.asarray(vec.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+        rows = flat.reshape(len(vec), dim) if len(flat) == len(vec) * dim else np.stack(vec.to_numpy(zero_copy_only=False))
+        keep = ~np.isnan(idx)
+        out[idx[keep].astype(np.int64)] = rows[keep]
+        has[idx[keep].astype(np.int64)] = True
     return out, has
 
 
 def load_training_data(spark, cfg, run_date: dt.date) -> TrainingData:
-    """Read the rating matrix, indices and embeddings of ``run_date`` into NumPy.
+    """Read the rating matrix, indices and embeddings of ``run_date`` into NumPy, through Arrow
+    (:func:`lmrec.core.io.read_arrow`: delta-rs, no JVM round trip); ratings sorted by (user
+    index, item index), so what trains on them does not depend on the files' layout.
 
     The indices are append-only and shared by all dates: they are read restricted to the ids D
-    knows (:func:`lmrec.core.pit.known_ids`), so D's shapes and ids are the same whether later
-    dates ran before it (a backfill) or not."""
-    from lmrec.core.io import read_table, table_version
-    from lmrec.core.pit import known_ids
+    knows (those of :func:`lmrec.core.pit.known_ids`: rated or wrote by the end of D, listed in
+    D's catalogue), so D's shapes and ids are the same whether later dates ran before it (a
+    backfill) or not."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    ratings = read_table(spark, cfg, S.RATING_MATRIX, run_date)
-    rm = ratings.select(S.COL_USER_IDX, S.COL_ITEM_IDX, S.COL_RATING, S.COL_EVENT_TS).toPandas()
-    if rm.empty:
+    from lmrec.core.io import read_arrow
+    from lmrec.core.pit import cutoff
+
+    def read(table, day, columns):
+        arrow, versions[table] = read_arrow(spark, cfg, table, day, columns)
+        return arrow
+
+    versions = {}
+    rm = read(S.RATING_MATRIX, run_date, [S.COL_USER_IDX, S.COL_ITEM_IDX, S.COL_RATING, S.COL_EVENT_TS])
+    if rm.num_rows == 0:
         raise RuntimeError(f"{S.RATING_MATRIX} has no ratings for {run_date}: run ingest and rating_matrix first")
-    users, items = known_ids(spark, cfg, run_date, ratings)
-    uidx = read_table(spark, cfg, S.USER_INDEX).join(users.distinct(), S.COL_USER).toPandas()
-    iidx = read_table(spark, cfg, S.ITEM_INDEX).join(items.distinct(), S.COL_ITEM).toPandas()
-    item_emb = read_table(spark, cfg, S.ITEM_EMBEDDINGS, run_date).select(S.COL_ITEM, S.COL_VECTOR).toPandas()
-    user_emb = read_table(spark, cfg, S.USER_EMBEDDINGS, run_date).select(S.COL_USER, S.COL_VECTOR).toPandas()
-    dim = len(item_emb[S.COL_VECTOR].iloc[0]) if len(item_emb) else 384
+    text = read(S.USER_TEXT_RAW, run_date, [S.COL_USER, S.COL_EVENT_TS])
+    ts = text.column(S.COL_EVENT_TS)
+    writers = pc.unique(text.column(S.COL_USER).filter(pc.less(ts, pa.scalar(
+        cutoff(run_date) if ts.type.tz else cutoff(run_date).replace(tzinfo=None), type=ts.type))))
+    catalogue = pc.unique(read(S.ITEMS_RAW, run_date, [S.COL_ITEM]).column(S.COL_ITEM))
+    uidx = read(S.USER_INDEX, None, [S.COL_USER, S.COL_USER_IDX])
+    iidx = read(S.ITEM_INDEX, None, [S.COL_ITEM, S.COL_ITEM_IDX])
+    uidx = uidx.filter(pc.or_(pc.is_in(uidx.column(S.COL_USER_IDX), pc.unique(rm.column(S.COL_USER_IDX))),
+                              pc.is_in(uidx.column(S.COL_USER), writers))).to_pandas()
+    iidx = iidx.filter(pc.or_(pc.is_in(iidx.column(S.COL_ITEM_IDX), pc.unique(rm.column(S.COL_ITEM_IDX))),
+                              pc.is_in(iidx.column(S.COL_ITEM), catalogue))).to_pandas()
+    item_emb = read(S.ITEM_EMBEDDINGS, run_date, [S.COL_ITEM, S.COL_VECTOR])
+    user_emb = read(S.USER_EMBEDDINGS, run_date, [S.COL_USER, S.COL_VECTOR])
+    dim = len(item_emb.column(S.COL_VECTOR)[0]) if item_emb.num_rows else 384
+    rm = rm.to_pandas(coerce_temporal_nanoseconds=True)
+    if getattr(rm[S.COL_EVENT_TS].dt, "tz", None) is not None:
+        rm[S.COL_EVENT_TS] = rm[S.COL_EVENT_TS].dt.tz_convert(None)  # naive UTC, as Spark's session gives it
+    order = np.lexsort((rm[S.COL_ITEM_IDX].to_numpy(), rm[S.COL_USER_IDX].to_numpy()))
+    rm = rm.iloc[order].reset_index(drop=True)
     user_ids, item_ids = _ids(uidx, S.COL_USER, S.COL_USER_IDX), _ids(iidx, S.COL_ITEM, S.COL_ITEM_IDX)
     item_text, has_item = _vectors(item_emb, iidx, S.COL_ITEM, S.COL_ITEM_IDX, len(item_ids), dim)
     user_text, _ = _vectors(user_emb, uidx, S.COL_USER, S.COL_USER_IDX, len(user_ids), dim)
-    versions = {t: table_version(spark, cfg, t) for t in (S.RATING_MATRIX, S.ITEM_EMBEDDINGS, S.USER_EMBEDDINGS, S.USER_INDEX, S.ITEM_INDEX)}
+    versions = {t: versions[t] for t in (S.RATING_MATRIX, S.ITEM_EMBEDDINGS, S.USER_EMBEDDINGS, S.USER_INDEX, S.ITEM_INDEX)}
     return TrainingData(rm, user_ids, item_ids, item_text, user_text, has_item, max(cfg.rating_max, float(rm[S.COL_RATING].max())), versions)
 
 
@@ -109,10 +138,10 @@ def without_held_out_texts(spark, cfg, run_date: dt.date, data: TrainingData, he
     for table, (col_id, text, ids) in texts.items():
         vectors, joined, total, n_todo, _, _ = embed_texts(spark, cfg, text, previous=read_table(spark, cfg, table, run_date),
                                                            col_id=col_id)
-        pdf = vectors.select(col_id, S.COL_VECTOR).toPandas()
+        arrow = vectors.select(col_id, S.COL_VECTOR).toArrow()
         joined.unpersist()
         index = pd.DataFrame({col_id: ids, "_idx": np.arange(len(ids))})
-        out.append(_vectors(pdf, index[index[col_id] != ""], col_id, "_idx", len(ids), data.item_text.shape[1])[0])
+        out.append(_vectors(arrow, index[index[col_id] != ""], col_id, "_idx", len(ids), data.item_text.shape[1])[0])
         log.info("%s %s without the held-out pairs' texts: %d texts, %d differ from D's and were encoded",
                  table, run_date, total, n_todo)
     return replace(data, item_text=out[0], user_text=out[1])

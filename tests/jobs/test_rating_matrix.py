@@ -99,3 +99,22 @@ def test_a_date_reads_the_ids_it_knew_whatever_ran_after_it(spark, cfg, demo_sou
     cols = [S.COL_USER_IDX, S.COL_ITEM_IDX, S.COL_RATING]
     assert after.ratings.sort_values(cols)[cols].values.tolist() == alone.ratings.sort_values(cols)[cols].values.tolist()
     assert np.array_equal(after.item_text, alone.item_text) and np.array_equal(after.user_text, alone.user_text)
+    # The Arrow read (delta-rs, no JVM) is what Spark reads: D1's ratings, the indices joined to
+    # the ids D1 knows (pit.known_ids), the vectors at their indices.
+    from lmrec.core.pit import known_ids
+
+    ref = read_table(spark, cfg, S.RATING_MATRIX, D1).select(*cols, S.COL_EVENT_TS).toPandas()
+    ref = ref.sort_values([S.COL_USER_IDX, S.COL_ITEM_IDX]).reset_index(drop=True)
+    assert after.ratings[cols + [S.COL_EVENT_TS]].equals(ref[cols + [S.COL_EVENT_TS]])
+    assert str(after.ratings[S.COL_EVENT_TS].dtype) == "datetime64[ns]"
+    users, items = known_ids(spark, cfg, D1)
+    for table, known, col, col_idx, ids in ((S.USER_INDEX, users, S.COL_USER, S.COL_USER_IDX, after.user_ids),
+                                            (S.ITEM_INDEX, items, S.COL_ITEM, S.COL_ITEM_IDX, after.item_ids)):
+        rows = read_table(spark, cfg, table).join(known.distinct(), col).collect()
+        assert sorted((r[col_idx], r[col]) for r in rows) == [(i, t) for i, t in enumerate(ids) if t != ""]
+    for table, col, vectors, ids in ((S.ITEM_EMBEDDINGS, S.COL_ITEM, after.item_text, after.item_ids),
+                                     (S.USER_EMBEDDINGS, S.COL_USER, after.user_text, after.user_ids)):
+        stored = {r[col]: r[S.COL_VECTOR] for r in read_table(spark, cfg, table, D1).collect()}
+        pos = {t: i for i, t in enumerate(ids)}
+        assert stored and all(np.array_equal(vectors[pos[t]], np.asarray(v, np.float32)) for t, v in stored.items() if t in pos)
+        assert all(not vectors[i].any() for t, i in pos.items() if t not in stored)
