@@ -275,9 +275,10 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
                shard: tuple[int, int] = (0, 1)) -> tuple[ScorerParams, dict]:
     """Train the scorer on ``train`` (user_idx, item_idx, rating, event_ts).
 
-    With ``val``, chooses EASE's λ (:func:`choose_ease_lambda`) and the text decay (one training
-    per value of ``cfg.text_decay_grid``), stops early on validation NDCG@10, keeps the best
-    epoch and chooses the EASE blend on ``val``; without, trains exactly ``epochs`` epochs with
+    With ``val``, chooses EASE's λ (:func:`choose_ease_lambda`), stops early on validation NDCG@10
+    of the neural part, keeps the best epoch and chooses the EASE blend on ``val``, once per value of
+    ``cfg.text_decay_grid`` (without any text, the decay changes nothing and only ``text_decay``
+    trains), keeping the decay whose blended scorer has the best validation NDCG@10; without, trains exactly ``epochs`` epochs with
     the given ``blend``, ``ease_lambda``, ``text_decay`` and ``batch_size`` (the refit on all
     data). Returns (params, history) where history has per-epoch losses and validation NDCG@10
     of the chosen training, ``best_epoch`` and every chosen knob.
@@ -309,29 +310,35 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
         batch_size = int(np.clip(per_epoch // max(1, cfg.min_steps_per_epoch), cfg.min_batch_size, cfg.batch_size))
     decays = (cfg.text_decay,) if text_decay is None else (text_decay,)
     if (text_decay is None and val_eval is not None and cfg.text_decay_grid
-            and len(train) <= cfg.text_decay_tune_max_ratings):
+            and len(train) <= cfg.text_decay_tune_max_ratings and (item_text.any() or user_text.any())):
         decays = tuple(cfg.text_decay_grid)
     ctx = dict(train=train, n_users=n_users, n_items=n_items, item_text=item_text, user_text=user_text,
                rating_max=rating_max, cfg=cfg, T=T, H=H, X=X, profile=profile, own=own, val_eval=val_eval, B=B,
                active=active, batch_size=batch_size, shard=shard, device=device,
                epochs=epochs if epochs is not None else cfg.epochs, progress=progress)
     rng_state = rng.bit_generator.state
-    best_state, history, decay_tried = None, None, {}
+    choose = val_eval is not None and cfg.use_ease and len(active)
+    best_state, history, best, decay_tried = None, None, -np.inf, {}
     for decay in decays:
         rng.bit_generator.state = rng_state  # every value trains from the same start and batches
         state, hist = _train_epochs(decay=decay, rng=rng, **ctx)
-        decay_tried[decay] = hist["best_val_ndcg_at_10"]
+        # A decay is judged by what it serves: the scorer after its blend is chosen (the decay that
+        # helps the blend can weaken the neural part alone).
+        hist["blend"] = (choose_blend(state, train, val_eval, H, X, item_text, user_text, n_items, grid=cfg.blend_grid)
+                         if choose else None)
+        score = hist["blend"][2] if choose else hist["best_val_ndcg_at_10"]
+        decay_tried[decay] = score
         if len(decays) > 1:
-            log.info("scorer text decay %g: best val NDCG@10 %.4f at epoch %d", decay, hist["best_val_ndcg_at_10"],
-                     hist["best_epoch"])
-        if history is None or hist["best_val_ndcg_at_10"] > history["best_val_ndcg_at_10"] + 1e-9:
-            best_state, history = state, hist
+            log.info("scorer text decay %g: val NDCG@10 %.4f (neural part alone %.4f at epoch %d)", decay, score,
+                     hist["best_val_ndcg_at_10"], hist["best_epoch"])
+        if score > best + 1e-9:
+            best_state, history, best = state, hist, score
             history["text_decay"] = decay
     history["text_decay_tried"] = decay_tried if len(decays) > 1 else {}
     history["batch_size"] = batch_size
     history["ease_lambda"], history["ease_lambda_tried"] = lam, lam_tried
-    if val_eval is not None and cfg.use_ease and len(active):
-        blend = choose_blend(best_state, train, val_eval, H, X, item_text, user_text, n_items, grid=cfg.blend_grid)
+    if choose:
+        blend = history["blend"][:2]
     else:
         blend = blend or ((1.0, 0.0) if not (cfg.use_ease and len(active)) else (1.0, 1.0))
     best_state.alpha, best_state.gamma = blend
@@ -473,9 +480,9 @@ def choose_ease_lambda(X: sp.csr_matrix, train: pd.DataFrame, val: pd.DataFrame,
 
 
 def choose_blend(params, train, val, H, X, item_text, user_text, n_items, *,
-                 grid=BLEND_GRID) -> tuple[float, float]:
-    """The (α, γ) of ``grid`` with the best validation NDCG@10, after putting the neural
-    scores on the EASE scores' scale (α is relative to the ratio of their spreads)."""
+                 grid=BLEND_GRID) -> tuple[float, float, float]:
+    """The (α, γ) of ``grid`` with the best validation NDCG@10, and that NDCG, after putting the
+    neural scores on the EASE scores' scale (α is relative to the ratio of their spreads)."""
     from lmrec.model.evaluation import ranking_metrics
 
     users = np.sort(val[S.COL_USER_IDX].unique())[:500]
@@ -492,7 +499,7 @@ def choose_blend(params, train, val, H, X, item_text, user_text, n_items, *,
         log.info("blend alpha=%.4f gamma=%.1f: val NDCG@10 %.4f", a_eff, g, ndcg)
         if ndcg > best + 1e-9:
             best, best_blend = ndcg, (a_eff, g)
-    return best_blend
+    return best_blend + (best,)
 
 
 def _ddp_fit(train: pd.DataFrame, fit_kw: dict):

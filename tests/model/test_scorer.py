@@ -153,13 +153,18 @@ def test_text_decay_is_chosen_on_validation_from_the_same_start(demo):
     train, _ = random_split(df, 0.75, seed=1)
     inner, val = random_split(train, 0.9, seed=2)
     kw = dict(epochs=3, ease_lambda_grid=())
-    _, alone = _fit(inner, T, nU, nI, val=val, text_decay=0.0, text_decay_grid=(), **kw)
+    _, alone = _fit(inner, T, nU, nI, val=val, text_decay=0.0, text_decay_grid=(), use_ease=False, **kw)
     assert alone["text_decay"] == 0.0 and alone["text_decay_tried"] == {}
+    _, neural = _fit(inner, T, nU, nI, val=val, text_decay_grid=(0.0, 30.0), use_ease=False, **kw)
+    assert neural["text_decay_tried"][0.0] == alone["best_val_ndcg_at_10"]  # the same start
+    assert neural["best_val_ndcg_at_10"] == max(neural["text_decay_tried"].values())
+    # With EASE, each decay is judged by its blended scorer's validation NDCG@10.
     _, hist = _fit(inner, T, nU, nI, val=val, text_decay_grid=(0.0, 30.0), **kw)
-    assert set(hist["text_decay_tried"]) == {0.0, 30.0}
-    assert hist["text_decay_tried"][0.0] == alone["best_val_ndcg_at_10"]
+    assert set(hist["text_decay_tried"]) == {0.0, 30.0} and len(hist["blend"]) == 2
     assert hist["text_decay_tried"][hist["text_decay"]] == max(hist["text_decay_tried"].values())
-    assert hist["best_val_ndcg_at_10"] == max(hist["text_decay_tried"].values())
+    # Without any text the decay changes nothing: one training.
+    _, blind = _fit(inner, 0 * T, nU, nI, val=val, text_decay_grid=(0.0, 30.0), **kw)
+    assert blind["text_decay"] == 0.0 and blind["text_decay_tried"] == {}
     assert hist["batch_size"] == ScorerConfig().min_batch_size  # 3.1k ratings: 32 steps would be batches of 96
     assert _fit(df, T, nU, nI, epochs=1, min_steps_per_epoch=8)[1]["batch_size"] == len(df) // 8  # 6.2k: 781
     assert _fit(df, T, nU, nI, epochs=1, min_steps_per_epoch=2)[1]["batch_size"] == 2048  # at most batch_size
