@@ -4,6 +4,10 @@ local runner runs it, with wall time and peak memory (the job's process tree: Py
 Spark's JVM, Python workers); then the next night with 1% new ratings and 1% changed item texts.
 
     .venv/bin/python benchmarks/scale.py --fresh --sizes 1M,5M,25M   # writes benchmarks/results/scale.md
+    .venv/bin/python benchmarks/scale.py --fresh --sizes 5M --next-night 5M  # ... results/scale-5M.md
+
+The results file holds the sizes this run measured, never older runs' (they may be of other
+commits): all three sizes write ``scale.md``, fewer ``scale-<sizes>.md``.
 
 Sizes scale users and items together (the generator's ratings per user fixed so that 25M is ~25 million ratings after de-duplication).
 """
@@ -133,7 +137,9 @@ def main() -> None:
                     break
         results[label] = entry
         save(args.root, results, label, entry)
-    write_result("scale", report(results))
+    labels = args.sizes.split(",")
+    name = "scale" if sorted(labels, key=size_of) == ["1M", "5M", "25M"] else "scale-" + "-".join(labels)
+    write_result(name, report({label: results[label] for label in labels}))
 
 
 def save(root: str, results: dict, label: str, entry: dict) -> None:
