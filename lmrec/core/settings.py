@@ -43,6 +43,7 @@ class Settings:
     text_model: str = ""  # LMREC_TEXT_MODEL: HF path or id; empty = packaged all-MiniLM-L6-v2
     device: str = "auto"  # LMREC_DEVICE: auto|cpu|cuda
     embed_batch_size: int = 64  # LMREC_EMBED_BATCH_SIZE
+    embed_in_driver_max: int = 1024  # LMREC_EMBED_IN_DRIVER_MAX: at most this many texts to encode are encoded in the driver, without Spark tasks (0 = always in tasks)
     user_text_titles: int = 0  # LMREC_USER_TEXT_TITLES: titles of top-rated items added to user text (0 = none: they would leak held-out items into validation)
     quantize: bool = False  # LMREC_QUANTIZE: int8 dynamic quantization on CPU
     reject_threshold: float = 0.05  # LMREC_REJECT_THRESHOLD: max rejected fraction per file

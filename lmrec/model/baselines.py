@@ -79,6 +79,25 @@ def fit_item_knn(train, n_users, n_items, *, max_items: int = 20_000, k: int | N
     return score
 
 
+def spd_inverse(G: np.ndarray) -> np.ndarray:
+    """The inverse of a symmetric positive definite float64 matrix, overwriting ``G``: a Cholesky
+    factor in place and its inverse (torch's LAPACK, the task's threads), half the flops of the
+    general LU inverse. ``benchmarks/ease_inverse.py`` measures it against ``numpy.linalg.inv``.
+    (Not scipy's in-place ``inv(..., overwrite_a=True)``: in scipy 1.17 it crashed in OpenBLAS on
+    a 20,000² matrix in the 25M benchmark.)
+
+    Raises:
+        numpy.linalg.LinAlgError: ``G`` is not positive definite.
+    """
+    import torch
+
+    g = torch.from_numpy(G)
+    L, info = torch.linalg.cholesky_ex(g, out=(g, torch.empty((), dtype=torch.int32)))
+    if int(info):
+        raise np.linalg.LinAlgError(f"matrix not positive definite (leading minor {int(info)})")
+    return torch.cholesky_inverse(L).numpy()
+
+
 def ease_matrix(X: sp.csr_matrix, lam: float = EASE_LAMBDA, max_items: int = 20_000, *,
                 side: np.ndarray | None = None, side_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """EASE (Steck, 2019): B = I - P diag(1/diag P), P = (XᵀX + λI)⁻¹, zero diagonal. With
@@ -87,7 +106,8 @@ def ease_matrix(X: sp.csr_matrix, lam: float = EASE_LAMBDA, max_items: int = 20_
 
     Returns (B over the active items, those item indices). Above ``max_items`` active items only
     the most popular ones are kept (the dense inverse is O(n³)). Peak: two float64 n×n matrices
-    (the Gram matrix and its inverse; 6.4 GB at 20k), then the inverse and the float32 result.
+    (the Gram matrix, overwritten by its Cholesky factor, and the inverse; 6.4 GB at 20k), then the
+    inverse and the float32 result.
     """
     active = popular_items(X, max_items)
     G = gram(X[:, active], np.float64)
@@ -95,9 +115,7 @@ def ease_matrix(X: sp.csr_matrix, lam: float = EASE_LAMBDA, max_items: int = 20_
         Sa = np.asarray(side[active], np.float64)
         G += side_weight * (Sa @ Sa.T)
     G[np.diag_indices_from(G)] += lam
-    # NumPy's inverse, not scipy.linalg.inv(..., overwrite_a=True): the in-place scipy 1.17 path
-    # crashed (segfault in OpenBLAS) on a 20,000² matrix in the 25M benchmark.
-    P = np.linalg.inv(G)
+    P = spd_inverse(G)
     del G
     P /= -np.diag(P).copy()[None, :]
     np.fill_diagonal(P, 0.0)

@@ -73,9 +73,11 @@ def match_stored(texts, previous, *, model_id: str):
     return texts.join(known, S.COL_TEXT_SHA, "left")
 
 
-def build_embeddings(joined, *, opts: dict, model_id: str, col_id: str, partitions: int):
+def build_embeddings(joined, *, opts: dict, model_id: str, col_id: str, partitions: int, in_driver: bool = False):
     """(id, model_id, text_sha256, vector) for every row of ``joined`` (from ``match_stored``):
-    stored vectors reused, the others encoded on ``partitions`` partitions. Lazy."""
+    stored vectors reused, the others encoded on ``partitions`` partitions, or, ``in_driver``, in
+    this process (a few texts: no Python workers to start, no model to load per worker; this
+    collects the texts to encode). Lazy, except the encoding in the driver."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -83,7 +85,19 @@ def build_embeddings(joined, *, opts: dict, model_id: str, col_id: str, partitio
     todo = joined.where(F.col(S.COL_VECTOR).isNull()).select(col_id, S.COL_TEXT, S.COL_TEXT_SHA)
     out_schema = T.StructType([T.StructField(col_id, T.StringType()), T.StructField(S.COL_TEXT_SHA, T.StringType()),
                                T.StructField(S.COL_VECTOR, T.ArrayType(T.FloatType()))])
-    computed = todo.repartition(partitions, col_id).mapInPandas(encode_partitions(opts, col_id), out_schema)
+    if in_driver:
+        import os
+
+        import pandas as pd
+
+        # The driver's cores: no Spark task runs while it encodes.
+        encode = encode_partitions(dict(opts, threads=os.cpu_count() or 1), col_id)
+        frames = list(encode(iter([todo.toPandas()])))
+        done = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=out_schema.fieldNames())
+        done[S.COL_VECTOR] = [v.tolist() for v in done[S.COL_VECTOR]]
+        computed = joined.sparkSession.createDataFrame(done, out_schema)
+    else:
+        computed = todo.repartition(partitions, col_id).mapInPandas(encode_partitions(opts, col_id), out_schema)
     out = reused.unionByName(computed).withColumn(S.COL_MODEL_ID, F.lit(model_id))
     return out.select(col_id, S.COL_MODEL_ID, S.COL_TEXT_SHA, S.COL_VECTOR)
 
@@ -103,8 +117,11 @@ def latest_partition(spark, cfg: Settings, table: str, run_date: dt.date):
 def embed_texts(spark, cfg: Settings, texts, *, previous, col_id: str):
     """``texts`` (id, text) as vectors: (lazy DataFrame (id, model_id, text_sha256, vector), the
     cached match of texts and stored vectors to unpersist when done, how many texts, how many to
-    compute, partitions, model id). Texts with a vector in ``previous`` (stored vectors, or None)
-    reuse it; the others are encoded in ``mapInPandas``."""
+    compute, partitions (0: encoded in the driver), model id). Texts with a vector in ``previous``
+    (stored vectors, or None) reuse it; the others are encoded in ``mapInPandas``, or in the driver
+    when they are at most ``LMREC_EMBED_IN_DRIVER_MAX`` (a next night's few changed texts: the
+    driver encodes them in about a second where starting the Python workers and loading the model
+    in each took tens of seconds)."""
     from pyspark.sql import functions as F
 
     opts = encoder_options(cfg, spark)
@@ -118,8 +135,10 @@ def embed_texts(spark, cfg: Settings, texts, *, previous, col_id: str):
     partitions = max(1, min(parallelism * 4, -(-n_todo // TEXTS_PER_PARTITION)))
     if n_todo:
         partitions = max(partitions, min(parallelism, n_todo))
-    out = build_embeddings(joined, opts=opts, model_id=model_id, col_id=col_id, partitions=partitions)
-    return out, joined, total, n_todo, partitions, model_id
+    in_driver = 0 < n_todo <= cfg.embed_in_driver_max
+    out = build_embeddings(joined, opts=opts, model_id=model_id, col_id=col_id, partitions=partitions,
+                           in_driver=in_driver)
+    return out, joined, total, n_todo, (0 if in_driver else partitions), model_id
 
 
 def run_embedding(spark, cfg: Settings, run_date: dt.date, texts, *, table: str, col_id: str,
@@ -128,13 +147,14 @@ def run_embedding(spark, cfg: Settings, run_date: dt.date, texts, *, table: str,
     ``full_refresh`` ignores stored vectors and embeds every text again."""
     previous = None if full_refresh else latest_partition(spark, cfg, table, run_date)
     out, joined, total, n_todo, partitions, model_id = embed_texts(spark, cfg, texts, previous=previous, col_id=col_id)
-    log.info("%s %s: %d texts, %d reused, %d to compute on %d partitions (model %s)",
-             table, run_date, total, total - n_todo, n_todo, partitions, model_id)
+    log.info("%s %s: %d texts, %d reused, %d computed %s (model %s)", table, run_date, total, total - n_todo, n_todo,
+             f"on {partitions} partitions" if partitions else "in the driver", model_id)
     t0 = time.perf_counter()  # wall-clock ok: throughput only
     write_partition(out, cfg, table, run_date)
     secs = time.perf_counter() - t0  # wall-clock ok
     joined.unpersist()
-    stats = {"texts": total, "reused": total - n_todo, "computed": n_todo, "seconds": round(secs, 2),
+    stats = {"texts": total, "reused": total - n_todo, "computed": n_todo,
+             "where": "driver" if n_todo and not partitions else "tasks", "seconds": round(secs, 2),
              "texts_per_second": round(n_todo / secs, 1) if n_todo else None, "model_id": model_id}
     log.info("%s %s: computed %d vectors, reused %d, %.1fs%s", table, run_date, n_todo, total - n_todo, secs,
              f" ({stats['texts_per_second']} texts/s)" if n_todo else "")

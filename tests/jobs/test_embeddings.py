@@ -124,3 +124,16 @@ def test_held_out_pairs_texts_reach_no_vector(spark, setup):
     assert np.array_equal(out.user_text[others], data.user_text[others])
     assert np.array_equal(out.item_text, data.item_text)  # i1 is known by its own title
     assert out.ratings is data.ratings and out.user_ids is data.user_ids
+
+
+def test_driver_and_tasks_encode_alike(spark, setup):
+    """A few texts to encode are encoded in the driver (LMREC_EMBED_IN_DRIVER_MAX), more in Spark
+    tasks: the same vectors either way, and the stats say where."""
+    cfg, _ = setup
+    in_tasks = make_cfg(cfg.home, LMREC_EMBED_IN_DRIVER_MAX=0)
+    a = embed_items.run(D1, cfg=in_tasks, spark=spark, full_refresh=True)
+    va = _vecs(spark, cfg, S.ITEM_EMBEDDINGS, D1, S.COL_ITEM)
+    b = embed_items.run(D1, cfg=cfg, spark=spark, full_refresh=True)
+    vb = _vecs(spark, cfg, S.ITEM_EMBEDDINGS, D1, S.COL_ITEM)
+    assert (a["computed"], a["where"], b["computed"], b["where"]) == (4, "tasks", 4, "driver")
+    assert set(va) == set(vb) and all(np.allclose(va[k], vb[k], atol=1e-5) for k in va)

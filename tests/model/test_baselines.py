@@ -20,6 +20,18 @@ def test_gram_blockwise_equals_dense_product():
     np.testing.assert_allclose(B.gram(X, np.float64, block=8), dense.T @ dense, rtol=1e-6)
 
 
+def test_spd_inverse_is_the_inverse_and_refuses_a_non_spd_matrix():
+    import pytest
+
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((80, 40))
+    G = A @ A.T + 0.5 * np.eye(80)
+    expect = np.linalg.inv(G)
+    np.testing.assert_allclose(B.spd_inverse(G.copy()), expect, rtol=1e-9, atol=1e-12)
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        B.spd_inverse(G - 2.0 * np.eye(80))  # 40 eigenvalues of -1.5
+
+
 def test_ease_matches_closed_form():
     train, nu, ni = _train()
     X = B.interactions(train, nu, ni)
