@@ -1,7 +1,8 @@
 """The incremental night's diff of D's and D-1's rating-matrix snapshots (which users changed), at
-the 25M size: lmrec's per-key digests (:func:`lmrec.core.pit.changed_keys`) against the diff a
-Spark user would write (``exceptAll`` both ways), on the same two Delta partitions in one run,
-with the answers checked equal.
+the 25M size: lmrec's (both partitions read through delta-rs, :func:`lmrec.core.io.read_arrow`,
+and per-key digests in the driver, :func:`lmrec.core.pit.changed_keys`; since 2026-12-03, before
+that the same digests in Spark) against the diff a Spark user would write (``exceptAll`` both
+ways), on the same two Delta partitions in one run, with the answers checked equal.
 
 The snapshots are synthetic and shaped like the scale demo's ``rating_matrix`` (162,000 users,
 62,000 items, user_idx, item_idx, user_id, item_id, rating, event_ts); D adds 1% new ratings for
@@ -80,7 +81,15 @@ def main(argv=None) -> None:
         return {r[0] for r in a.exceptAll(b).unionByName(b.exceptAll(a)).select(S.COL_USER).distinct().collect()}
 
     results = {}
-    for name, fn in (("lmrec per-key digests (changed_keys)", lambda: changed_keys(a, b, S.COL_USER)),
+    def lmrec():
+        from deltalake import DeltaTable
+
+        t = DeltaTable(path)
+        a, b = (t.to_pyarrow_table(partitions=[(S.COL_RUN_DATE, "=", day.isoformat())], columns=list(cols)).to_pandas()
+                for day in (D, D - dt.timedelta(days=1)))
+        return changed_keys(a, b, S.COL_USER)
+
+    for name, fn in (("lmrec: delta-rs + per-key digests in the driver", lmrec),
                      ("Spark exceptAll both ways", except_all)):
         t0 = time.perf_counter()
         keys = fn()

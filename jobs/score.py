@@ -69,9 +69,7 @@ def since_yesterday(spark, cfg: Settings, run_date: dt.date, version: str, k: in
     ``users`` (ids, rows of ``X``, D's interaction matrix): (kept mask over ``users``, changed item
     positions, D-1's item positions (n_kept, k; -1 padding), their scores, their explanations'
     positions), or None with the reason logged when D must be scored in full."""
-    from pyspark.sql import functions as F
-
-    from lmrec.core.io import is_table, read_table
+    from lmrec.core.io import is_table, read_arrow
     from lmrec.core.pit import changed_keys
 
     prev_day = run_date - dt.timedelta(days=1)
@@ -82,29 +80,34 @@ def since_yesterday(spark, cfg: Settings, run_date: dt.date, version: str, k: in
 
     if not is_table(spark, cfg, S.RECOMMENDATIONS):
         return full("no recommendations table yet")
-    prev = (read_table(spark, cfg, S.RECOMMENDATIONS, prev_day).where(F.col(S.COL_MODEL_VERSION) == version)
-            .where(F.col(S.COL_RANK) <= k).select(S.COL_USER, S.COL_RANK, S.COL_ITEM, S.COL_SCORE, S.COL_BECAUSE).toPandas())
+    # D's and D-1's snapshots are read into the driver through delta-rs (no Spark planning per
+    # table) and compared there (:func:`lmrec.core.pit.changed_keys`).
+    prev = read_arrow(spark, cfg, S.RECOMMENDATIONS, prev_day,
+                      [S.COL_USER, S.COL_RANK, S.COL_ITEM, S.COL_SCORE, S.COL_BECAUSE, S.COL_MODEL_VERSION])[0].to_pandas()
+    prev = prev[(prev[S.COL_MODEL_VERSION] == version) & (prev[S.COL_RANK] <= k)].drop(columns=S.COL_MODEL_VERSION)
     if prev.empty:
         return full(f"{prev_day} has no recommendations by version {version}")
     if int(prev[S.COL_RANK].max()) < k:
         return full(f"{prev_day}'s lists are shorter than k={k}")
-    keys = {S.RATING_MATRIX: (S.COL_USER, S.COL_ITEM, S.COL_RATING, S.COL_EVENT_TS),
-            S.USER_EMBEDDINGS: (S.COL_USER, S.COL_TEXT_SHA, S.COL_MODEL_ID),
-            S.ITEM_EMBEDDINGS: (S.COL_ITEM, S.COL_TEXT_SHA, S.COL_MODEL_ID), S.ITEMS_RAW: (S.COL_ITEM,)}
+    # The rating matrix by its stable integer ids (never renumbered): no 25M strings to hash.
+    keys = {S.RATING_MATRIX: [S.COL_USER_IDX, S.COL_ITEM_IDX, S.COL_RATING, S.COL_EVENT_TS],
+            S.USER_EMBEDDINGS: [S.COL_USER, S.COL_TEXT_SHA, S.COL_MODEL_ID],
+            S.ITEM_EMBEDDINGS: [S.COL_ITEM, S.COL_TEXT_SHA, S.COL_MODEL_ID], S.ITEMS_RAW: [S.COL_ITEM]}
     both = {}
     for table, cols in keys.items():
-        a, b = (read_table(spark, cfg, table, day).select(*cols) for day in (run_date, prev_day))
-        if b.isEmpty():
+        a, b = (read_arrow(spark, cfg, table, day, cols)[0].to_pandas() for day in (run_date, prev_day))
+        if b.empty:
             return full(f"{table} has no snapshot of {prev_day} (retention)")
         both[table] = (a, b)
-    rating_max = max(cfg.rating_max, float(both[S.RATING_MATRIX][1].agg(F.max(S.COL_RATING)).first()[0]))
+    rating_max = max(cfg.rating_max, float(both[S.RATING_MATRIX][1][S.COL_RATING].max()))
     if rating_max != data.rating_max:
         return full("the rating scale's maximum changed")
 
     def changed(table: str, key: str) -> set:
         return changed_keys(*both[table], key)
 
-    users_changed = changed(S.RATING_MATRIX, S.COL_USER) | changed(S.USER_EMBEDDINGS, S.COL_USER)
+    rated = np.array([i for i in changed(S.RATING_MATRIX, S.COL_USER_IDX) if i < len(data.user_ids)], dtype=np.int64)
+    users_changed = set(data.user_ids[rated].tolist()) | changed(S.USER_EMBEDDINGS, S.COL_USER)
     pos = {t: i for i, t in enumerate(data.item_ids)}
 
     def positions(ids: set) -> np.ndarray:

@@ -46,23 +46,29 @@ def active_users(spark, cfg, run_date: dt.date):
 
 
 def changed_keys(today, yesterday, key: str) -> set:
-    """The values of ``key`` whose rows differ between two snapshots of a table (same columns):
-    rows added, removed or changed. Each side is reduced to one digest per key (the row count
-    and the sums of two independent hashes of the whole row, Murmur3 and the high half of
-    xxHash64: about 63 bits, order-free, no overflow below 2^31 rows per key) and only the
-    digests are joined: one aggregation per snapshot instead of shuffling every row of both to
-    compare them (``exceptAll``), which at 25M ratings took minutes."""
-    from pyspark.sql import functions as F
+    """The values of ``key`` whose rows differ between two snapshots of a table (pandas frames with
+    the same columns): rows added, removed or changed. Each side is reduced in NumPy to one digest
+    per key, the row count and the sum modulo 2^64 of a 64-bit hash of each whole row
+    (``pandas.util.hash_pandas_object``): order-free and exact up to a 2^-64 collision. Run in the
+    driver on snapshots read through delta-rs (:func:`lmrec.core.io.read_arrow`); Spark's
+    version of the same digests paid seconds of Delta planning per table and a shuffle
+    (``benchmarks/snapshot_diff.py``)."""
+    import numpy as np
+    import pandas as pd
 
-    def digest(df):
-        cols = [F.col(c) for c in df.columns]
-        return df.groupBy(key).agg(F.count(F.lit(1)).alias("_n"),
-                                   F.sum(F.hash(*cols).cast("long")).alias("_h1"),
-                                   F.sum(F.shiftright(F.xxhash64(*cols), 32)).alias("_h2"))
+    codes, uniques = pd.factorize(pd.concat([today[key], yesterday[key]], ignore_index=True))
+    n = len(uniques)
 
-    a, b = digest(today).alias("a"), digest(yesterday).alias("b")
-    same = F.lit(True)
-    for c in ("_n", "_h1", "_h2"):
-        same = same & F.col(f"a.{c}").eqNullSafe(F.col(f"b.{c}"))
-    joined = a.join(b, F.col(f"a.{key}") == F.col(f"b.{key}"), "full_outer")
-    return {r[0] for r in joined.where(~same).select(F.coalesce(F.col(f"a.{key}"), F.col(f"b.{key}"))).collect()}
+    def digest(df, c):
+        count = np.bincount(c, minlength=n)
+        total = np.zeros(n, dtype=np.uint64)
+        if len(c):
+            h = pd.util.hash_pandas_object(df, index=False).to_numpy(np.uint64)
+            order = np.argsort(c, kind="stable")
+            c = c[order]
+            starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+            total[c[starts]] = np.add.reduceat(h[order], starts)  # uint64: wraps modulo 2^64
+        return count, total
+
+    (ca, ha), (cb, hb) = digest(today, codes[:len(today)]), digest(yesterday[today.columns], codes[len(today):])
+    return set(uniques[(ca != cb) | (ha != hb)].tolist())

@@ -97,9 +97,11 @@ def test_changed_keys_finds_exactly_the_keys_an_exceptall_diff_finds(spark):
     da, db = spark.createDataFrame(a), spark.createDataFrame(b)
     want = {r[0] for r in da.exceptAll(db).unionByName(db.exceptAll(da)).select("user_id").distinct().collect()}
     assert want == {a.user_id[3], a.user_id[70], b.user_id[150], "new", "u5", "u59", "u58"}
-    assert changed_keys(da, db, "user_id") == want
-    assert changed_keys(da, da, "user_id") == set()
+    assert changed_keys(a, b, "user_id") == want
+    assert changed_keys(a, a, "user_id") == set()
+    assert changed_keys(a.sample(frac=1.0, random_state=1), a, "user_id") == set()  # row order does not matter
     # Two rows swapping their ratings within a user still change that user.
     c = b.copy()
     c.loc[[0, 60], "rating"] = [c.rating[0] + 0.5, c.rating[60] - 0.5]   # rows 0 and 60 are both u0's
-    assert changed_keys(spark.createDataFrame(c), db, "user_id") == {"u0"}
+    assert changed_keys(c, b, "user_id") == {"u0"}
+    assert changed_keys(a.iloc[:0], b, "user_id") == set(b.user_id)  # a snapshot emptied
