@@ -92,7 +92,10 @@ def build_embeddings(joined, *, opts: dict, model_id: str, col_id: str, partitio
 
         # The driver's cores: no Spark task runs while it encodes.
         encode = encode_partitions(dict(opts, threads=os.cpu_count() or 1), col_id)
+        t0 = time.perf_counter()  # wall-clock ok: duration only
         frames = list(encode(iter([todo.toPandas()])))
+        log.info("encoded %d texts in the driver in %.1fs (model load included)", sum(map(len, frames)),
+                 time.perf_counter() - t0)  # wall-clock ok
         done = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=out_schema.fieldNames())
         done[S.COL_VECTOR] = [v.tolist() for v in done[S.COL_VECTOR]]
         computed = joined.sparkSession.createDataFrame(done, out_schema)
@@ -155,9 +158,10 @@ def run_embedding(spark, cfg: Settings, run_date: dt.date, texts, *, table: str,
     joined.unpersist()
     stats = {"texts": total, "reused": total - n_todo, "computed": n_todo,
              "where": "driver" if n_todo and not partitions else "tasks", "seconds": round(secs, 2),
-             "texts_per_second": round(n_todo / secs, 1) if n_todo else None, "model_id": model_id}
+             # Encoding and writing in Spark tasks: their throughput (in the driver, encoding came first).
+             "texts_per_second": round(n_todo / secs, 1) if n_todo and partitions else None, "model_id": model_id}
     log.info("%s %s: computed %d vectors, reused %d, %.1fs%s", table, run_date, n_todo, total - n_todo, secs,
-             f" ({stats['texts_per_second']} texts/s)" if n_todo else "")
+             f" ({stats['texts_per_second']} texts/s)" if stats["texts_per_second"] else "")
     # One model id per partition by construction: every row gets ``model_id`` and replaceWhere
     # replaces the whole partition (tested in tests/test_embeddings.py).
     return stats
