@@ -138,7 +138,8 @@ def embed_texts(spark, cfg: Settings, texts, *, previous, col_id: str):
     partitions = max(1, min(parallelism * 4, -(-n_todo // TEXTS_PER_PARTITION)))
     if n_todo:
         partitions = max(partitions, min(parallelism, n_todo))
-    in_driver = 0 < n_todo <= cfg.embed_in_driver_max
+    # Not with LMREC_DEVICE=cuda: the GPUs are the executors', the driver may have none.
+    in_driver = 0 < n_todo <= cfg.embed_in_driver_max and not opts["device"].startswith("cuda")
     out = build_embeddings(joined, opts=opts, model_id=model_id, col_id=col_id, partitions=partitions,
                            in_driver=in_driver)
     return out, joined, total, n_todo, (0 if in_driver else partitions), model_id
