@@ -1,8 +1,8 @@
 """The incremental night's diff of D's and D-1's rating-matrix snapshots (which users changed), at
-the 25M size: lmrec's (both partitions read through delta-rs, :func:`lmrec.core.io.read_arrow`,
-and per-key digests in the driver, :func:`lmrec.core.pit.changed_keys`; since 2026-12-03, before
-that the same digests in Spark) against the diff a Spark user would write (``exceptAll`` both
-ways), on the same two Delta partitions in one run, with the answers checked equal.
+the 25M size: lmrec's as score runs it (both partitions' integer-id columns read through
+delta-rs, per-key digests in the driver, :func:`lmrec.core.pit.changed_keys`; since 2026-12-03),
+the same kind of digests in Spark (lmrec's before), and the diff a Spark user would write
+(``exceptAll`` both ways), on the same two Delta partitions in one run, the answers checked equal.
 
 The snapshots are synthetic and shaped like the scale demo's ``rating_matrix`` (162,000 users,
 62,000 items, user_idx, item_idx, user_id, item_id, rating, event_ts); D adds 1% new ratings for
@@ -82,26 +82,43 @@ def main(argv=None) -> None:
 
     results = {}
     def lmrec():
+        # As score runs it: by the stable integer ids (the synthetic user_id is "u" + user_idx).
         from deltalake import DeltaTable
 
         t = DeltaTable(path)
-        a, b = (t.to_pyarrow_table(partitions=[(S.COL_RUN_DATE, "=", day.isoformat())], columns=list(cols)).to_pandas()
+        ints = [S.COL_USER_IDX, S.COL_ITEM_IDX, S.COL_RATING, S.COL_EVENT_TS]
+        a, b = (t.to_pyarrow_table(partitions=[(S.COL_RUN_DATE, "=", day.isoformat())], columns=ints).to_pandas()
                 for day in (D, D - dt.timedelta(days=1)))
-        return changed_keys(a, b, S.COL_USER)
+        return {f"u{i}" for i in changed_keys(a, b, S.COL_USER_IDX)}
 
-    for name, fn in (("lmrec: delta-rs + per-key digests in the driver", lmrec),
+    def spark_digests():
+        # lmrec's diff before 2026-12-03: the same kind of per-key digests, aggregated by Spark.
+        def digest(df):
+            cols_ = [F.col(c) for c in df.columns]
+            return df.groupBy(S.COL_USER).agg(F.count(F.lit(1)).alias("_n"), F.sum(F.hash(*cols_).cast("long")).alias("_h1"),
+                                              F.sum(F.shiftright(F.xxhash64(*cols_), 32)).alias("_h2"))
+
+        x, y = digest(a).alias("x"), digest(b).alias("y")
+        same = F.lit(True)
+        for c in ("_n", "_h1", "_h2"):
+            same = same & F.col(f"x.{c}").eqNullSafe(F.col(f"y.{c}"))
+        j = x.join(y, F.col(f"x.{S.COL_USER}") == F.col(f"y.{S.COL_USER}"), "full_outer")
+        return {r[0] for r in j.where(~same).select(F.coalesce(F.col(f"x.{S.COL_USER}"), F.col(f"y.{S.COL_USER}"))).collect()}
+
+    for name, fn in (("lmrec: delta-rs + per-key digests in the driver, integer ids", lmrec),
+                     ("per-key digests in Spark (lmrec before 2026-12-03)", spark_digests),
                      ("Spark exceptAll both ways", except_all)):
         t0 = time.perf_counter()
         keys = fn()
         secs = time.perf_counter() - t0
         results[name] = (keys, secs)
         print(f"{name}: {len(keys)} users changed, {secs:.1f}s", flush=True)
-    (k1, _), (k2, s2) = results.values()
+    (k1, _), (k0, _), (k2, s2) = results.values()
     rows = "\n".join(f"| {n} | {len(k):,} | {s:.1f} | {s2 / s:.2f} |" for n, (k, s) in results.items())
     text = (f"Which users' ratings differ between D's and D-1's rating-matrix snapshots ({n_b:,} ratings "
             f"on D-1, {n_a:,} on D; synthetic, shaped like "
             f"the scale demo), on this machine's 2 cores, both diffs on the same Delta partitions in one run. "
-            f"Same users found: **{k1 == k2}**.\n\n"
+            f"Same users found: **{k1 == k0 == k2}**.\n\n"
             "| diff | users changed | seconds | speed-up vs exceptAll |\n|:--|--:|--:|--:|\n" + rows + "\n")
     if args.no_write:
         print(text)
