@@ -25,18 +25,14 @@ from benchmarks.common import PeakMemory, write_result  # noqa: E402
 
 def demo_interactions(users: int, items: int):
     """The scale demo's 0/1 interaction matrix (the same generator and sizes as benchmarks/scale.py)."""
-    import tempfile
-
     import pandas as pd
     import scipy.sparse as sp
 
     from benchmarks.scale import D, FULL
-    from lmrec.data.demo import write_demo
+    from lmrec.data.demo import generate
 
-    with tempfile.TemporaryDirectory() as tmp:
-        write_demo(tmp, users=users, items=items, ratings_per_user=FULL["ratings_per_user"], days=30, end_date=D,
-                   fmt="parquet")
-        r = pd.read_parquet(Path(tmp) / "ratings.parquet", columns=["user_id", "item_id"]).drop_duplicates()
+    ratings = generate(users=users, items=items, ratings_per_user=FULL["ratings_per_user"], days=30, end_date=D)[0]
+    r = ratings[["user_id", "item_id"]].drop_duplicates()
     u, i = (pd.factorize(r[c])[0] for c in ("user_id", "item_id"))
     return sp.csr_matrix((np.ones(len(r), np.float32), (u, i)), shape=(u.max() + 1, i.max() + 1)), len(r)
 

@@ -95,7 +95,9 @@ def since_yesterday(spark, cfg: Settings, run_date: dt.date, version: str, k: in
             S.ITEM_EMBEDDINGS: [S.COL_ITEM, S.COL_TEXT_SHA, S.COL_MODEL_ID], S.ITEMS_RAW: [S.COL_ITEM]}
     both = {}
     for table, cols in keys.items():
-        a, b = (read_arrow(spark, cfg, table, day, cols)[0].to_pandas() for day in (run_date, prev_day))
+        b = read_arrow(spark, cfg, table, prev_day, cols)[0].to_pandas()
+        # D's rating matrix is in memory already (data.ratings: the same columns, times as naive UTC).
+        a = data.ratings[cols] if table == S.RATING_MATRIX else read_arrow(spark, cfg, table, run_date, cols)[0].to_pandas()
         if b.empty:
             return full(f"{table} has no snapshot of {prev_day} (retention)")
         both[table] = (a, b)

@@ -136,14 +136,13 @@ def without_held_out_texts(spark, cfg, run_date: dt.date, data: TrainingData, he
                                  data.user_ids)}
     out = []
     for table, (col_id, text, ids) in texts.items():
-        vectors, joined, total, n_todo, _, _ = embed_texts(spark, cfg, text, previous=read_table(spark, cfg, table, run_date),
-                                                           col_id=col_id)
-        arrow = vectors.select(col_id, S.COL_VECTOR).toArrow()
-        joined.unpersist()
+        e = embed_texts(spark, cfg, text, previous=read_table(spark, cfg, table, run_date), col_id=col_id)
+        arrow = e.vectors.select(col_id, S.COL_VECTOR).toArrow()
+        e.joined.unpersist()
         index = pd.DataFrame({col_id: ids, "_idx": np.arange(len(ids))})
         out.append(_vectors(arrow, index[index[col_id] != ""], col_id, "_idx", len(ids), data.item_text.shape[1])[0])
         log.info("%s %s without the held-out pairs' texts: %d texts, %d differ from D's and were encoded",
-                 table, run_date, total, n_todo)
+                 table, run_date, e.total, e.todo)
     return replace(data, item_text=out[0], user_text=out[1])
 
 

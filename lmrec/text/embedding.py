@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from dataclasses import dataclass
 
 from lmrec.core import schema as S
 from lmrec.core.io import is_table, read_table, write_partition
@@ -117,14 +118,27 @@ def latest_partition(spark, cfg: Settings, table: str, run_date: dt.date):
     return None if last is None else stored.where(F.col(S.COL_RUN_DATE) == F.lit(last))
 
 
-def embed_texts(spark, cfg: Settings, texts, *, previous, col_id: str):
-    """``texts`` (id, text) as vectors: (lazy DataFrame (id, model_id, text_sha256, vector), the
-    cached match of texts and stored vectors to unpersist when done, how many texts, how many to
-    compute, partitions (0: encoded in the driver), model id). Texts with a vector in ``previous``
-    (stored vectors, or None) reuse it; the others are encoded in ``mapInPandas``, or in the driver
-    when they are at most ``LMREC_EMBED_IN_DRIVER_MAX`` (a next night's few changed texts: the
-    driver encodes them in about a second where starting the Python workers and loading the model
-    in each took tens of seconds)."""
+@dataclass
+class Embedded:
+    """What :func:`embed_texts` planned: ``vectors`` (lazy DataFrame: id, model_id, text_sha256,
+    vector), ``joined`` (the cached match of texts and stored vectors: unpersist when done), how
+    many texts, how many to compute, where (``in_driver``, else on ``partitions`` Spark tasks)."""
+
+    vectors: object
+    joined: object
+    total: int
+    todo: int
+    partitions: int
+    in_driver: bool
+    model_id: str
+
+
+def embed_texts(spark, cfg: Settings, texts, *, previous, col_id: str) -> Embedded:
+    """``texts`` (id, text) as vectors. Texts with a vector in ``previous`` (stored vectors, or
+    None) reuse it; the others are encoded in ``mapInPandas``, or in the driver when they are at
+    most ``LMREC_EMBED_IN_DRIVER_MAX`` (a next night's few changed texts: the driver encodes them
+    in about a second where starting the Python workers and loading the model in each took tens
+    of seconds)."""
     from pyspark.sql import functions as F
 
     opts = encoder_options(cfg, spark)
@@ -142,7 +156,7 @@ def embed_texts(spark, cfg: Settings, texts, *, previous, col_id: str):
     in_driver = 0 < n_todo <= cfg.embed_in_driver_max and not opts["device"].startswith("cuda")
     out = build_embeddings(joined, opts=opts, model_id=model_id, col_id=col_id, partitions=partitions,
                            in_driver=in_driver)
-    return out, joined, total, n_todo, (0 if in_driver else partitions), model_id
+    return Embedded(out, joined, total, n_todo, partitions, in_driver, model_id)
 
 
 def run_embedding(spark, cfg: Settings, run_date: dt.date, texts, *, table: str, col_id: str,
@@ -150,18 +164,19 @@ def run_embedding(spark, cfg: Settings, run_date: dt.date, texts, *, table: str,
     """Embed ``texts`` (id, text) for ``run_date`` into ``table``; returns counts and speed.
     ``full_refresh`` ignores stored vectors and embeds every text again."""
     previous = None if full_refresh else latest_partition(spark, cfg, table, run_date)
-    out, joined, total, n_todo, partitions, model_id = embed_texts(spark, cfg, texts, previous=previous, col_id=col_id)
-    log.info("%s %s: %d texts, %d reused, %d computed %s (model %s)", table, run_date, total, total - n_todo, n_todo,
-             f"on {partitions} partitions" if partitions else "in the driver", model_id)
+    e = embed_texts(spark, cfg, texts, previous=previous, col_id=col_id)
+    log.info("%s %s: %d texts, %d reused, %d computed %s (model %s)", table, run_date, e.total, e.total - e.todo, e.todo,
+             "in the driver" if e.in_driver else f"on {e.partitions} partitions", e.model_id)
     t0 = time.perf_counter()  # wall-clock ok: throughput only
-    write_partition(out, cfg, table, run_date)
+    write_partition(e.vectors, cfg, table, run_date)
     secs = time.perf_counter() - t0  # wall-clock ok
-    joined.unpersist()
-    stats = {"texts": total, "reused": total - n_todo, "computed": n_todo,
-             "where": "driver" if n_todo and not partitions else "tasks", "seconds": round(secs, 2),
+    e.joined.unpersist()
+    tasks = bool(e.todo) and not e.in_driver
+    stats = {"texts": e.total, "reused": e.total - e.todo, "computed": e.todo,
+             "where": "driver" if e.in_driver else "tasks", "seconds": round(secs, 2),
              # Encoding and writing in Spark tasks: their throughput (in the driver, encoding came first).
-             "texts_per_second": round(n_todo / secs, 1) if n_todo and partitions else None, "model_id": model_id}
-    log.info("%s %s: computed %d vectors, reused %d, %.1fs%s", table, run_date, n_todo, total - n_todo, secs,
+             "texts_per_second": round(e.todo / secs, 1) if tasks else None, "model_id": e.model_id}
+    log.info("%s %s: computed %d vectors, reused %d, %.1fs%s", table, run_date, e.todo, e.total - e.todo, secs,
              f" ({stats['texts_per_second']} texts/s)" if stats["texts_per_second"] else "")
     # One model id per partition by construction: every row gets ``model_id`` and replaceWhere
     # replaces the whole partition (tested in tests/test_embeddings.py).

@@ -105,3 +105,12 @@ def test_changed_keys_finds_exactly_the_keys_an_exceptall_diff_finds(spark):
     c.loc[[0, 60], "rating"] = [c.rating[0] + 0.5, c.rating[60] - 0.5]   # rows 0 and 60 are both u0's
     assert changed_keys(c, b, "user_id") == {"u0"}
     assert changed_keys(a.iloc[:0], b, "user_id") == set(b.user_id)  # a snapshot emptied
+    # By integer ids (the rating matrix's user_idx), each id its own bin; and integers too far apart
+    # to be bins, factorised: the same answer.
+    ids = {u: i for i, u in enumerate(sorted(set(a.user_id) | set(b.user_id)))}
+    for scale in (1, 10**12):
+        ai, bi = (f.assign(user_id=f.user_id.map(ids).astype("int64") * scale) for f in (a, b))
+        assert changed_keys(ai, bi, "user_id") == {ids[u] * scale for u in want}
+    # The same instants in another unit and zone (D-1 read by delta-rs, D from training data) are equal.
+    utc_us = a.assign(event_ts=a.event_ts.dt.tz_localize("UTC").astype("datetime64[us, UTC]"))
+    assert changed_keys(a, utc_us, "user_id") == set()
