@@ -87,7 +87,7 @@ def main(argv=None) -> None:
 
         t = DeltaTable(path)
         ints = [S.COL_USER_IDX, S.COL_ITEM_IDX, S.COL_RATING, S.COL_EVENT_TS]
-        a, b = (t.to_pyarrow_table(partitions=[(S.COL_RUN_DATE, "=", day.isoformat())], columns=ints).to_pandas()
+        a, b = (t.to_pyarrow_table(filters=[(S.COL_RUN_DATE, "=", day)], columns=ints).to_pandas()
                 for day in (D, D - dt.timedelta(days=1)))
         return {f"u{i}" for i in changed_keys(a, b, S.COL_USER_IDX)}
 

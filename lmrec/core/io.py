@@ -75,8 +75,8 @@ def read_arrow(spark, cfg: Settings, name: str, run_date: dt.date | None = None,
         from deltalake import DeltaTable
 
         table = DeltaTable(delta_uri(cfg, name), storage_options=storage_options(cfg))
-        parts = [(S.COL_RUN_DATE, "=", run_date.isoformat())] if run_date is not None else None
-        return table.to_pyarrow_table(partitions=parts, columns=columns), int(table.version())
+        where = [(S.COL_RUN_DATE, "=", run_date)] if run_date is not None else None  # prunes to D's files
+        return table.to_pyarrow_table(filters=where, columns=columns), int(table.version())
     df = read_table(spark, cfg, name, run_date)
     version = table_version(spark, cfg, name)
     return (df.select(*columns) if columns else df).toArrow(), version

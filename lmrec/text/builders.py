@@ -54,7 +54,8 @@ def build_item_text(items, user_text, run_date: dt.date):
 
 
 def build_user_text(user_text, ratings, item_text, run_date: dt.date, *, top_titles: int = 5):
-    """(user_id, text) for every user with text or ratings by D.
+    """(user_id, text) for every user with a text by D: their own words, or (``top_titles`` > 0) the
+    titles of their highest-rated items. ``ratings`` is read only for those titles.
 
     Args:
         user_text: bronze user texts (user_id, text, event_ts).
@@ -71,7 +72,6 @@ def build_user_text(user_text, ratings, item_text, run_date: dt.date, *, top_tit
            .withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= MAX_TEXTS_PER_USER)
            .groupBy(S.COL_USER).agg(F.array_join(F.transform(
                F.array_sort(F.collect_list(F.struct("_rn", F.trim(S.COL_TEXT).alias("t")))), lambda x: x["t"]), " | ").alias("_own")))
-    users = own.select(S.COL_USER).unionByName(ratings.select(S.COL_USER)).distinct()
     liked = None
     if top_titles > 0:
         wr = Window.partitionBy(S.COL_USER).orderBy(F.col(S.COL_RATING).desc(), F.col(S.COL_EVENT_TS).desc(), F.col(S.COL_ITEM))
@@ -80,10 +80,11 @@ def build_user_text(user_text, ratings, item_text, run_date: dt.date, *, top_tit
                  .withColumn("_rn", F.row_number().over(wr)).where(F.col("_rn") <= top_titles)
                  .groupBy(S.COL_USER).agg(F.array_join(F.transform(
                      F.array_sort(F.collect_list(F.struct("_rn", F.col(S.COL_TITLE).alias("t")))), lambda x: x["t"]), "; ").alias("_liked")))
-    df = users.join(own, S.COL_USER, "left")
-    parts = [F.col("_own")]
+    # A user's text is their own words and/or the titles they liked: the users with either (a user
+    # with ratings only and no liked titles has no text), without a distinct over every rating.
+    df, parts = own, [F.col("_own")]
     if liked is not None:
-        df = df.join(liked, S.COL_USER, "left")
+        df = own.join(liked, S.COL_USER, "full_outer")
         parts.append(F.when(F.col("_liked").isNotNull(), F.concat(F.lit("Liked: "), F.col("_liked"))))
     text = F.concat_ws(". ", *parts)
     return df.select(S.COL_USER, text.alias(S.COL_TEXT)).where(F.length(S.COL_TEXT) > 0)
