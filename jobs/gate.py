@@ -105,7 +105,7 @@ def _held_out_free(spark, cfg: Settings, run_date: dt.date, data, held_out: pd.D
     from lmrec.model.training_data import (HELD_OUT_FREE_TEXTS, held_out_free_key, load_held_out_free,
                                            without_held_out_texts)
 
-    key = held_out_free_key(spark, cfg, data, held_out)
+    key = held_out_free_key(cfg, run_date, data, held_out, spark)
     with tempfile.TemporaryDirectory(prefix="lmrec-gate-") as tmp:
         path = R.run_artifact(cand, HELD_OUT_FREE_TEXTS, tmp)
         known = load_held_out_free(path, data, key) if path else None

@@ -145,7 +145,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
             mlflow.log_artifact(str(p))
         # The gate judges on the same parts with the same vectors: it takes these (the key says
         # what they were built from) instead of encoding the held-out-free texts again.
-        save_held_out_free(tmp / HELD_OUT_FREE_TEXTS, known, held_out_free_key(spark, cfg, data, held_out))
+        save_held_out_free(tmp / HELD_OUT_FREE_TEXTS, known, held_out_free_key(cfg, run_date, data, held_out, spark))
         mlflow.log_artifact(str(tmp / HELD_OUT_FREE_TEXTS))
         (tmp / HELD_OUT_FREE_TEXTS).unlink()
 

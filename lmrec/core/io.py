@@ -71,7 +71,7 @@ def read_arrow(spark, cfg: Settings, name: str, run_date: dt.date | None = None,
     systems go through Spark's ``toArrow``."""
     if not is_table(spark, cfg, name):
         raise SourceError(f"table {name!r} does not exist at {cfg.table_path(name)}; run the job that writes it first")
-    if "://" not in cfg.table_path(name) or cfg.table_path(name).startswith(("s3a://", "file:")):
+    if _delta_rs_reads(cfg, name):
         from deltalake import DeltaTable
 
         table = DeltaTable(delta_uri(cfg, name), storage_options=storage_options(cfg))
@@ -80,6 +80,25 @@ def read_arrow(spark, cfg: Settings, name: str, run_date: dt.date | None = None,
     df = read_table(spark, cfg, name, run_date)
     version = table_version(spark, cfg, name)
     return (df.select(*columns) if columns else df).toArrow(), version
+
+
+def _delta_rs_reads(cfg: Settings, name: str) -> bool:
+    """Whether delta-rs reads table ``name`` (a local or ``s3a://`` warehouse)."""
+    path = cfg.table_path(name)
+    return "://" not in path or path.startswith(("s3a://", "file:"))
+
+
+def partition_files(cfg: Settings, name: str, run_date: dt.date, version: int) -> list[str] | None:
+    """The data files of table ``name``'s partition ``run_date`` in table version ``version``,
+    sorted. lmrec replaces a partition by writing new files (``replaceWhere``), never edits one in
+    place, so equal lists mean equal rows, whatever other dates' runs (a backfill beside this
+    one) committed to the table since. None where delta-rs does not read the warehouse."""
+    if not _delta_rs_reads(cfg, name):
+        return None
+    from deltalake import DeltaTable
+
+    table = DeltaTable(delta_uri(cfg, name), version=version, storage_options=storage_options(cfg))
+    return sorted(table.file_uris(file_pruning_predicate=[(S.COL_RUN_DATE, "=", run_date.isoformat())]))
 
 
 def table_version(spark, cfg: Settings, name: str) -> int | None:

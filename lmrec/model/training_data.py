@@ -106,7 +106,8 @@ def load_training_data(spark, cfg, run_date: dt.date) -> TrainingData:
     user_ids, item_ids = _ids(uidx, S.COL_USER, S.COL_USER_IDX), _ids(iidx, S.COL_ITEM, S.COL_ITEM_IDX)
     item_text, has_item = _vectors(item_emb, iidx, S.COL_ITEM, S.COL_ITEM_IDX, len(item_ids), dim)
     user_text, _ = _vectors(user_emb, uidx, S.COL_USER, S.COL_USER_IDX, len(user_ids), dim)
-    versions = {t: versions[t] for t in (S.RATING_MATRIX, S.ITEM_EMBEDDINGS, S.USER_EMBEDDINGS, S.USER_INDEX, S.ITEM_INDEX)}
+    versions = {t: versions[t] for t in (S.RATING_MATRIX, S.ITEM_EMBEDDINGS, S.USER_EMBEDDINGS, S.USER_TEXT_RAW, S.ITEMS_RAW,
+                                         S.USER_INDEX, S.ITEM_INDEX)}
     return TrainingData(rm, user_ids, item_ids, item_text, user_text, has_item, max(cfg.rating_max, float(rm[S.COL_RATING].max())), versions)
 
 
@@ -149,20 +150,30 @@ def without_held_out_texts(spark, cfg, run_date: dt.date, data: TrainingData, he
 HELD_OUT_FREE_TEXTS = "held_out_free_texts.npz"  # train's run artifact: the vectors below, for the gate
 
 
-def held_out_free_key(spark, cfg, data: TrainingData, held_out: pd.DataFrame) -> str:
-    """Everything :func:`without_held_out_texts` reads, as one string: the Delta versions of the
-    tables (any write to them changes it), a digest of the held-out pairs, the user-text setting
-    and the encoder. Equal keys mean equal vectors, so the gate can take train's instead of
-    encoding them again (at 25M ratings about 150 s)."""
+def held_out_free_key(cfg, run_date: dt.date, data: TrainingData, held_out: pd.DataFrame, spark=None) -> str:
+    """Everything :func:`without_held_out_texts` reads, as one string: the files of D's partitions
+    of the tables it reads, in the versions ``data`` was read from (a rerun of a job for D writes
+    new files; another date's run, a backfill beside this one, changes nothing here), the ids D
+    knows, a digest of the held-out pairs, the user-text setting and the encoder. Equal keys mean
+    equal vectors, so the gate can take train's instead of encoding them again (at 25M ratings
+    about 150 s)."""
     import hashlib
     import json
 
-    from lmrec.core.io import table_version
+    from lmrec.core.io import partition_files
     from lmrec.text.embedding import current_model_id, encoder_options
 
+    def digest(values) -> str:
+        return hashlib.sha256("\0".join(map(str, values)).encode()).hexdigest()
+
+    tables = {}
+    for t in (S.RATING_MATRIX, S.ITEM_EMBEDDINGS, S.USER_EMBEDDINGS, S.USER_TEXT_RAW, S.ITEMS_RAW):
+        files = partition_files(cfg, t, run_date, data.versions[t])
+        tables[t] = data.versions[t] if files is None else digest(files)
     pairs = np.unique(held_out[S.COL_USER_IDX].to_numpy().astype(np.int64) * max(1, data.n_items)
                       + held_out[S.COL_ITEM_IDX].to_numpy())
-    key = {"tables": data.versions | {t: table_version(spark, cfg, t) for t in (S.USER_TEXT_RAW, S.ITEMS_RAW)},
+    key = {"tables": tables,
+           "ids": [digest(data.user_ids), digest(data.item_ids)],
            "held_out": hashlib.sha256(pairs.tobytes()).hexdigest(), "shape": [data.n_users, data.n_items],
            "user_text_titles": cfg.user_text_titles, "model": current_model_id(encoder_options(cfg, spark))}
     return json.dumps(key, sort_keys=True, default=str)

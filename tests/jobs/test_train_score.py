@@ -12,7 +12,7 @@ from jobs import embed_items, embed_users, gate, ingest, rating_matrix, score, t
 from lmrec.core import schema as S
 from lmrec.data.demo import generate
 from lmrec.data.importers import write_source
-from lmrec.core.io import read_table, table_version
+from lmrec.core.io import read_table, table_version, write_partition
 from tests.conftest import D3, make_cfg
 
 pytestmark = pytest.mark.spark
@@ -230,6 +230,12 @@ def _gate_takes_trains_vectors_only_while_they_hold(spark, cfg, cand):
     np.testing.assert_allclose(got.item_text, want.item_text, atol=1e-5)
     # Other held-out pairs, or a table written since train (a rerun of a job for D): built again.
     assert gate._held_out_free(spark, cfg, D3, data, held.iloc[1:], cand)[1] == "rebuilt"
+    # Another date's partitions written since (a backfill beside this run): D's are the same, kept.
+    for table in (S.RATING_MATRIX, S.USER_EMBEDDINGS, S.ITEM_EMBEDDINGS, S.USER_TEXT_RAW, S.ITEMS_RAW):
+        write_partition(read_table(spark, cfg, table, D3).drop(S.COL_RUN_DATE), cfg, table, dt.date(2024, 6, 1))
+    beside = load_training_data(spark, cfg, D3)
+    assert beside.versions != data.versions
+    assert gate._held_out_free(spark, cfg, D3, beside, held, cand)[1] == "train's"
     embed_users.run(D3, cfg=cfg, spark=spark)
     again = load_training_data(spark, cfg, D3)
     assert gate._held_out_free(spark, cfg, D3, again, held, cand)[1] == "rebuilt"
