@@ -129,14 +129,16 @@ def fit_ease(train, n_users, n_items, *, lam: float = EASE_LAMBDA, side: np.ndar
     return ease_score_fn(X, *ease_matrix(X, lam, side=side, side_weight=side_weight), n_items)
 
 
-def ease_score_fn(X: sp.csr_matrix, B: np.ndarray, active: np.ndarray, n_items: int):
-    """users -> (len(users), n_items) EASE scores X[users] @ B over ``active`` (zero elsewhere)."""
-    def score(users):
-        out = np.zeros((len(users), n_items), dtype=np.float32)
-        out[:, active] = np.asarray(X[users][:, active] @ B)
-        return out
+def ease_scores(X: sp.csr_matrix, B: np.ndarray, active: np.ndarray, n_items: int) -> np.ndarray:
+    """(X.shape[0], n_items) EASE scores X @ B over the ``active`` items B covers (zero elsewhere)."""
+    out = np.zeros((X.shape[0], n_items), dtype=np.float32)
+    out[:, active] = np.asarray(X[:, active] @ B)
+    return out
 
-    return score
+
+def ease_score_fn(X: sp.csr_matrix, B: np.ndarray, active: np.ndarray, n_items: int):
+    """users -> (len(users), n_items) EASE scores of those users (:func:`ease_scores`)."""
+    return lambda users: ease_scores(X[users], B, active, n_items)
 
 
 def fit_text_only(user_vectors: np.ndarray, item_vectors: np.ndarray):

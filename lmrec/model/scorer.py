@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from lmrec.core import schema as S
-from lmrec.model.baselines import EASE_LAMBDA, ease_matrix, ease_score_fn, interactions
+from lmrec.model.baselines import EASE_LAMBDA, ease_matrix, ease_score_fn, ease_scores, interactions
 
 log = logging.getLogger(__name__)
 
@@ -177,12 +177,11 @@ class ScorerParams:
 
     def ease_scores(self, X: sp.csr_matrix, n_items: int) -> np.ndarray:
         """(n, n_items) γ · ease(u, ·) for binary histories X (n, n_items)."""
-        out = np.zeros((X.shape[0], n_items), dtype=np.float32)
-        if self.gamma != 0 and len(self.ease_items):
-            items = self.ease_items[self.ease_items < n_items]
-            Bm = self.ease_B[: len(items), : len(items)] if len(items) < len(self.ease_items) else self.ease_B
-            out[:, items] = self.gamma * np.asarray(X[:, items] @ Bm)
-        return out
+        if self.gamma == 0 or not len(self.ease_items):
+            return np.zeros((X.shape[0], n_items), dtype=np.float32)
+        items = self.ease_items[self.ease_items < n_items]
+        Bm = self.ease_B[: len(items), : len(items)] if len(items) < len(self.ease_items) else self.ease_B
+        return np.float32(self.gamma) * ease_scores(X, Bm, items, n_items)
 
     def to_npz(self, path) -> None:
         arrays = {k: np.asarray(v) for k, v in asdict(self).items() if k != "extra"}
