@@ -38,15 +38,15 @@ def model_of(spark, cfg: Settings, run_date: dt.date):
     """(version, params) of the model that scores D, or (None, None) for popularity: the version
     D's gate recorded in ``model_ledger``, else (no gate run for D) the champion as of D. Never a
     model trained on data after D, whenever D is run."""
-    from lmrec.core.io import is_table, read_table
+    from lmrec.core.io import is_table, read_arrow
     from lmrec.model import registry as R
 
     client = R.setup_mlflow(cfg).MlflowClient()
-    row = None
-    if is_table(spark, cfg, S.MODEL_LEDGER):
-        row = read_table(spark, cfg, S.MODEL_LEDGER, run_date).select(S.COL_MODEL_VERSION).first()
-    if row is not None:
-        version, source = row[0], S.MODEL_LEDGER
+    recorded = []
+    if is_table(spark, cfg, S.MODEL_LEDGER):  # one row per date: read without the JVM where delta-rs can
+        recorded = read_arrow(spark, cfg, S.MODEL_LEDGER, run_date, [S.COL_MODEL_VERSION])[0].column(0).to_pylist()
+    if recorded:
+        version, source = recorded[0], S.MODEL_LEDGER
     else:
         mv = R.champion_as_of(client, run_date)
         version, source = (str(mv.version) if mv is not None else None), "champion as of D"
