@@ -24,6 +24,17 @@ def as_of(df, run_date: dt.date, *, col_ts: str = S.COL_EVENT_TS):
     return df.where(F.col(col_ts) < F.lit(cutoff(run_date).replace(tzinfo=None)).cast("timestamp"))
 
 
+def wrote_by(text, run_date: dt.date):
+    """The distinct users of ``text`` (an Arrow table of user_id, event_ts: a ``user_text_raw``
+    partition read into the driver) who wrote by the end of D."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ts = text.column(S.COL_EVENT_TS)
+    bound = cutoff(run_date) if ts.type.tz else cutoff(run_date).replace(tzinfo=None)
+    return pc.unique(text.column(S.COL_USER).filter(pc.less(ts, pa.scalar(bound, type=ts.type))))
+
+
 def known_ids(spark, cfg, run_date: dt.date, ratings=None):
     """(users, items) D knows, one column each (``user_id`` / ``item_id``, not distinct): users with
     ratings or text by the end of D, items in D's catalogue or rated by D. ``ratings``: D's rating

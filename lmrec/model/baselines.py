@@ -129,7 +129,7 @@ def fit_ease(train, n_users, n_items, *, lam: float = EASE_LAMBDA, side: np.ndar
     return ease_score_fn(X, *ease_matrix(X, lam, side=side, side_weight=side_weight), n_items)
 
 
-def ease_scores(X: sp.csr_matrix, B: np.ndarray, active: np.ndarray, n_items: int) -> np.ndarray:
+def ease_dense(X: sp.csr_matrix, B: np.ndarray, active: np.ndarray, n_items: int) -> np.ndarray:
     """(X.shape[0], n_items) EASE scores X @ B over the ``active`` items B covers (zero elsewhere)."""
     out = np.zeros((X.shape[0], n_items), dtype=np.float32)
     out[:, active] = np.asarray(X[:, active] @ B)
@@ -137,8 +137,8 @@ def ease_scores(X: sp.csr_matrix, B: np.ndarray, active: np.ndarray, n_items: in
 
 
 def ease_score_fn(X: sp.csr_matrix, B: np.ndarray, active: np.ndarray, n_items: int):
-    """users -> (len(users), n_items) EASE scores of those users (:func:`ease_scores`)."""
-    return lambda users: ease_scores(X[users], B, active, n_items)
+    """users -> (len(users), n_items) EASE scores of those users (:func:`ease_dense`)."""
+    return lambda users: ease_dense(X[users], B, active, n_items)
 
 
 def fit_text_only(user_vectors: np.ndarray, item_vectors: np.ndarray):

@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from lmrec.core import schema as S
-from lmrec.model.baselines import EASE_LAMBDA, ease_matrix, ease_score_fn, ease_scores, interactions
+from lmrec.model.baselines import EASE_LAMBDA, ease_dense, ease_matrix, ease_score_fn, interactions
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class ScorerParams:
             return np.zeros((X.shape[0], n_items), dtype=np.float32)
         items = self.ease_items[self.ease_items < n_items]
         Bm = self.ease_B[: len(items), : len(items)] if len(items) < len(self.ease_items) else self.ease_B
-        return np.float32(self.gamma) * ease_scores(X, Bm, items, n_items)
+        return np.float32(self.gamma) * ease_dense(X, Bm, items, n_items)
 
     def to_npz(self, path) -> None:
         arrays = {k: np.asarray(v) for k, v in asdict(self).items() if k != "extra"}

@@ -70,11 +70,10 @@ def load_training_data(spark, cfg, run_date: dt.date) -> TrainingData:
     knows (those of :func:`lmrec.core.pit.known_ids`: rated or wrote by the end of D, listed in
     D's catalogue), so D's shapes and ids are the same whether later dates ran before it (a
     backfill) or not."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
     from lmrec.core.io import read_arrow
-    from lmrec.core.pit import cutoff
+    from lmrec.core.pit import wrote_by
 
     def read(table, day, columns):
         arrow, versions[table] = read_arrow(spark, cfg, table, day, columns)
@@ -84,10 +83,7 @@ def load_training_data(spark, cfg, run_date: dt.date) -> TrainingData:
     rm = read(S.RATING_MATRIX, run_date, [S.COL_USER_IDX, S.COL_ITEM_IDX, S.COL_RATING, S.COL_EVENT_TS])
     if rm.num_rows == 0:
         raise RuntimeError(f"{S.RATING_MATRIX} has no ratings for {run_date}: run ingest and rating_matrix first")
-    text = read(S.USER_TEXT_RAW, run_date, [S.COL_USER, S.COL_EVENT_TS])
-    ts = text.column(S.COL_EVENT_TS)
-    writers = pc.unique(text.column(S.COL_USER).filter(pc.less(ts, pa.scalar(
-        cutoff(run_date) if ts.type.tz else cutoff(run_date).replace(tzinfo=None), type=ts.type))))
+    writers = wrote_by(read(S.USER_TEXT_RAW, run_date, [S.COL_USER, S.COL_EVENT_TS]), run_date)
     catalogue = pc.unique(read(S.ITEMS_RAW, run_date, [S.COL_ITEM]).column(S.COL_ITEM))
     uidx = read(S.USER_INDEX, None, [S.COL_USER, S.COL_USER_IDX])
     iidx = read(S.ITEM_INDEX, None, [S.COL_ITEM, S.COL_ITEM_IDX])

@@ -193,13 +193,18 @@ def test_registered_model_loads_outside_the_repository(spark, pipeline, tmp_path
 
 
 def test_failed_validation_publishes_nothing(spark, pipeline):
-    from pyspark.sql import functions as F
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from lmrec.core.io import read_arrow
 
     cfg = pipeline
     before_version = table_version(spark, cfg, S.RECOMMENDATIONS)
     before = _partition(spark, cfg, S.RECOMMENDATIONS)
-    staged = read_table(spark, cfg, S.RECOMMENDATIONS_STAGING, D3)
-    broken = staged.withColumn(S.COL_RANK, F.when(F.col(S.COL_RANK) == 2, 7).otherwise(F.col(S.COL_RANK)))
+    staged = read_arrow(spark, cfg, S.RECOMMENDATIONS_STAGING, D3, list(validate.PUBLISHED))[0]
+    rank = staged.column(S.COL_RANK)
+    broken = staged.set_column(staged.schema.get_field_index(S.COL_RANK), S.COL_RANK,
+                               pc.if_else(pc.equal(rank, 2), pa.scalar(7, rank.type), rank))
     with pytest.raises(validate.ValidationError, match=r"ranks_not_contiguous: \d+ user\(s\)"):
         validate.publish(broken, spark, cfg, D3, top_k=5)
     assert table_version(spark, cfg, S.RECOMMENDATIONS) == before_version
