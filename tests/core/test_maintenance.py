@@ -39,7 +39,7 @@ def warehouse(spark, tmp_path):
 def constrained(spark, tmp_path_factory):
     cfg = make_cfg(tmp_path_factory.mktemp("constrained"))
     _write(spark, cfg, S.RECOMMENDATIONS, [D3])
-    assert len(maintenance.ensure_constraints(spark, cfg, S.RECOMMENDATIONS)) == 8
+    assert len(maintenance.ensure_constraints(spark, cfg, S.RECOMMENDATIONS)) == 3  # required_not_null, rank_within_k, score_finite
     return cfg
 
 
@@ -53,7 +53,7 @@ def test_retention_counts_back_from_the_logical_date(spark, warehouse):
     assert _dates(spark, warehouse, S.RECOMMENDATIONS_STAGING) == DATES[2:]
     assert _dates(spark, warehouse, S.RECOMMENDATIONS) == DATES[1:]
     assert out[S.RECOMMENDATIONS_STAGING]["rows_expired"] == 8 and out[S.RECOMMENDATIONS]["rows_expired"] == 4
-    assert len(out[S.RECOMMENDATIONS]["constraints_added"]) == 8
+    assert len(out[S.RECOMMENDATIONS]["constraints_added"]) == 3
     again = maintenance.run(D3 - dt.timedelta(days=1), cfg=warehouse, spark=spark, vacuum=False)  # idempotent
     assert again[S.RECOMMENDATIONS] == {"constraints_added": [], "rows_expired": 0}
 

@@ -118,7 +118,7 @@ def test_maintenance_dag_runs_on_the_nightly_tables(spark, dag_run):
     assert "state=failed" not in out.stdout
     assert read_table(spark, cfg, S.RECOMMENDATIONS, D3).count() == before > 0
     props = DeltaTable.forPath(spark, cfg.table_path(S.RECOMMENDATIONS)).detail().first()["properties"]
-    assert {"delta.constraints.rank_within_k", "delta.constraints.score_finite", "delta.constraints.user_id_not_null"} <= set(props)
+    assert {"delta.constraints.rank_within_k", "delta.constraints.score_finite", "delta.constraints.required_not_null"} <= set(props)
     jobs = {r["job"] for r in read_table(spark, cfg, S.RUN_SUMMARY, D3).where("status = 'succeeded'").collect()}
     assert jobs == {"ingest", "rating_matrix", "embed_items", "embed_users", "train", "gate", "score", "validate"}
 
