@@ -119,6 +119,18 @@ def table_version(spark, cfg: Settings, name: str) -> int | None:
     return int(DeltaTable.forPath(spark, cfg.table_path(name)).history(1).collect()[0]["version"])
 
 
+def table_properties(spark, cfg: Settings, name: str) -> dict[str, str]:
+    """Table ``name``'s properties (``delta.*`` settings, ``delta.constraints.*``) at its latest
+    version: from the log through delta-rs where it reads the warehouse, else Spark's DESCRIBE DETAIL."""
+    if _delta_rs_reads(cfg, name):
+        from deltalake import DeltaTable as RsTable
+
+        return dict(RsTable(delta_uri(cfg, name), storage_options=storage_options(cfg)).metadata().configuration)
+    from delta.tables import DeltaTable
+
+    return dict(DeltaTable.forPath(spark, cfg.table_path(name)).detail().first()["properties"] or {})
+
+
 # Set on every table lmrec creates (through spark.databricks.delta.properties.defaults.*).
 TABLE_PROPERTIES = {
     # Keep 30 days of log and removed files: enough for time travel over a month of nights and

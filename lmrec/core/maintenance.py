@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 
 from lmrec.core import schema as S
-from lmrec.core.io import is_table, retry_on_conflict
+from lmrec.core.io import is_table, retry_on_conflict, table_properties
 from lmrec.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,21 +35,15 @@ CHECKS[S.RECOMMENDATIONS].update({"rank_within_k": f"{S.COL_RANK} >= 1 AND {S.CO
                                   "score_finite": f"NOT isnan({S.COL_SCORE}) AND abs({S.COL_SCORE}) < double('inf')"})
 
 
-def ensure_constraints(spark, cfg: Settings, table: str, dtab=None) -> list[str]:
+def ensure_constraints(spark, cfg: Settings, table: str) -> list[str]:
     """Add the CHECK constraints of ``table`` (NOT NULL columns, ranges) it lacks; returns their
-    names. ``dtab``: the table's DeltaTable when the caller has it."""
-    from delta.tables import DeltaTable
-
+    names."""
     path = cfg.table_path(table)
-    if table not in CHECKS:
+    if table not in CHECKS or not is_table(spark, cfg, table):
         return []
-    if dtab is None:
-        if not is_table(spark, cfg, table):
-            return []
-        dtab = DeltaTable.forPath(spark, path)
 
     def add() -> list[str]:
-        props = dtab.detail().first()["properties"] or {}
+        props = table_properties(spark, cfg, table)  # delta-rs where it reads: no Spark query on most nights
         added = []
         for name, expr in CHECKS[table].items():
             if f"delta.constraints.{name.lower()}" not in props:
@@ -95,7 +89,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, vacuum: bool = True) -> dict
         dated = S.COL_RUN_DATE in dtab.toDF().columns
         keep = cfg.result_retention_days if table in RESULT_TABLES else (
             cfg.snapshot_retention_days if table in SNAPSHOT_TABLES else 0)
-        step = {"constraints_added": ensure_constraints(spark, cfg, table, dtab),
+        step = {"constraints_added": ensure_constraints(spark, cfg, table),
                 "rows_expired": expire(dtab, table, run_date, keep) if dated else 0}
         if dated:
             opt = dtab.optimize().where(f"{S.COL_RUN_DATE} = '{run_date.isoformat()}'")
