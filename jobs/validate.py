@@ -58,12 +58,12 @@ def publish(recs, spark, cfg: Settings, run_date: dt.date, *, top_k: int) -> dic
 
     from lmrec.core.io import read_arrow, write_partition
     from lmrec.core.maintenance import ensure_constraints
-    from lmrec.core.pit import wrote_by
+    from lmrec.core.pit import active_users
 
     recs = recs.select(list(PUBLISHED))
     seen = read_arrow(spark, cfg, S.RATING_MATRIX, run_date, [S.COL_USER, S.COL_ITEM])[0]
     text = read_arrow(spark, cfg, S.USER_TEXT_RAW, run_date, [S.COL_USER, S.COL_EVENT_TS])[0]
-    active = set(pc.unique(seen.column(S.COL_USER)).to_pylist()) | set(wrote_by(text, run_date).to_pylist())
+    active = active_users(seen.column(S.COL_USER), text, run_date)
     failures = check_recommendations(recs.select(list(PUBLISHED[:4])).to_pandas(), seen, active, top_k=top_k)
     bad = {k: v for k, v in failures.items() if v}
     if bad:

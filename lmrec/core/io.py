@@ -78,14 +78,19 @@ def read_arrow(spark, cfg: Settings, name: str, run_date: dt.date | None = None,
     if not is_table(spark, cfg, name):
         raise SourceError(f"table {name!r} does not exist at {cfg.table_path(name)}; run the job that writes it first")
     if _delta_rs_reads(cfg, name):
-        from deltalake import DeltaTable
-
-        table = DeltaTable(delta_uri(cfg, name), storage_options=storage_options(cfg))
+        table = _rs_table(cfg, name)
         where = [(S.COL_RUN_DATE, "=", run_date)] if run_date is not None else None  # prunes to D's files
         return table.to_pyarrow_table(filters=where, columns=columns), int(table.version())
     df = read_table(spark, cfg, name, run_date)
     version = table_version(spark, cfg, name)
     return (df.select(*columns) if columns else df).toArrow(), version
+
+
+def _rs_table(cfg: Settings, name: str, version: int | None = None):
+    """delta-rs's handle on table ``name`` (its latest version, or ``version``)."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(delta_uri(cfg, name), version=version, storage_options=storage_options(cfg))
 
 
 def _delta_rs_reads(cfg: Settings, name: str) -> bool:
@@ -101,9 +106,7 @@ def partition_files(cfg: Settings, name: str, run_date: dt.date, version: int) -
     one) committed to the table since. None where delta-rs does not read the warehouse."""
     if not _delta_rs_reads(cfg, name):
         return None
-    from deltalake import DeltaTable
-
-    table = DeltaTable(delta_uri(cfg, name), version=version, storage_options=storage_options(cfg))
+    table = _rs_table(cfg, name, version)
     return sorted(table.file_uris(file_pruning_predicate=[(S.COL_RUN_DATE, "=", run_date.isoformat())]))
 
 
@@ -113,9 +116,7 @@ def table_version(spark, cfg: Settings, name: str) -> int | None:
     if not is_table(spark, cfg, name):
         return None
     if _delta_rs_reads(cfg, name):
-        from deltalake import DeltaTable as RsTable
-
-        return int(RsTable(delta_uri(cfg, name), storage_options=storage_options(cfg)).version())
+        return int(_rs_table(cfg, name).version())
     return int(DeltaTable.forPath(spark, cfg.table_path(name)).history(1).collect()[0]["version"])
 
 
@@ -123,9 +124,7 @@ def table_properties(spark, cfg: Settings, name: str) -> dict[str, str]:
     """Table ``name``'s properties (``delta.*`` settings, ``delta.constraints.*``) at its latest
     version: from the log through delta-rs where it reads the warehouse, else Spark's DESCRIBE DETAIL."""
     if _delta_rs_reads(cfg, name):
-        from deltalake import DeltaTable as RsTable
-
-        return dict(RsTable(delta_uri(cfg, name), storage_options=storage_options(cfg)).metadata().configuration)
+        return dict(_rs_table(cfg, name).metadata().configuration)
     from delta.tables import DeltaTable
 
     return dict(DeltaTable.forPath(spark, cfg.table_path(name)).detail().first()["properties"] or {})

@@ -51,9 +51,12 @@ def known_ids(spark, cfg, run_date: dt.date, ratings=None):
     return users, items
 
 
-def active_users(spark, cfg, run_date: dt.date):
-    """ids of users with ratings or text by the end of D (one column ``user_id``)."""
-    return known_ids(spark, cfg, run_date)[0].distinct()
+def active_users(rated, text, run_date: dt.date) -> set:
+    """ids of users with ratings or text by the end of D, in the driver: ``rated``, the user_id
+    column of D's rating matrix; ``text``, D's ``user_text_raw`` partition (see :func:`wrote_by`)."""
+    import pyarrow.compute as pc
+
+    return set(pc.unique(rated).to_pylist()) | set(wrote_by(text, run_date).to_pylist())
 
 
 def changed_keys(today, yesterday, key: str) -> set:
