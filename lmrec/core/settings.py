@@ -51,6 +51,7 @@ class Settings:
     rating_max: float = 5.0  # LMREC_RATING_MAX
     max_text_chars: int = 100_000  # LMREC_MAX_TEXT_CHARS: longer user/item texts are rejected
     shuffle_partitions: int = 8  # LMREC_SHUFFLE_PARTITIONS
+    delta_snapshot_partitions: int = 1  # LMREC_DELTA_SNAPSHOT_PARTITIONS: tasks Delta rebuilds a table's state (its log) with; Delta's default, 50, spends seconds of tasks on every table a job opens
     driver_memory: str = "8g"  # LMREC_DRIVER_MEMORY
     spark_ui: bool = True  # LMREC_SPARK_UI
     ivy_dir: str = ""  # LMREC_IVY_DIR: cache of the Delta jars (default ~/.cache/lmrec/ivy)

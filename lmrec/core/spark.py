@@ -61,6 +61,11 @@ def spark_conf(cfg: Settings, app_name: str = "lmrec", *, gpu: bool = False) -> 
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
         "spark.default.parallelism": str(cfg.shuffle_partitions),
+        # Delta replays a table's log into its state with this many tasks each time a job opens
+        # it; Delta's 50 made a one-row replaceWhere 13 s and a MERGE 9 s on a fresh session on 2
+        # cores, against 6 s and 3 s with 1 (BENCHMARKS.md, a job's fixed cost). A table of
+        # millions of files in a cluster wants more.
+        "spark.databricks.delta.snapshotPartitions": str(cfg.delta_snapshot_partitions),
         # VACUUM lists the table's directories with this many tasks (Spark's default: 10,000, which
         # made a VACUUM of a small table take 15-18 s instead of 5 s on 2 cores).
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(cfg.shuffle_partitions),

@@ -16,6 +16,9 @@ def test_local_default_has_delta_and_nothing_else(tmp_path):
     assert not any("s3a" in k or ".gpu." in k for k in conf)
     assert "spark.python.daemon.module" not in conf
     assert conf["spark.sql.session.timeZone"] == "UTC"
+    # Delta's log replay in one task, not Delta's 50 (seconds per table opened on 2 cores)
+    assert conf["spark.databricks.delta.snapshotPartitions"] == "1"
+    assert spark_conf(make_cfg(tmp_path, LMREC_DELTA_SNAPSHOT_PARTITIONS="16"))["spark.databricks.delta.snapshotPartitions"] == "16"
 
 
 def test_s3a_warehouse_adds_hadoop_aws_of_pysparks_hadoop_and_endpoint(tmp_path):
