@@ -1,5 +1,7 @@
 """The one Spark session factory: delta-spark configured, master from SPARK_MASTER, defaults
-sized for a 2-core, 24 GB machine. One session per process (getOrCreate)."""
+sized for a 2-core, 24 GB machine. One session per process (getOrCreate). The first session
+resolves the Delta package through Ivy and lists the jars it got in the Ivy cache; later ones
+load those jars directly (``spark.jars``), as long as each is still there."""
 
 from __future__ import annotations
 
@@ -113,18 +115,54 @@ def get_spark(cfg: Settings | None = None, app_name: str = "lmrec", *, gpu: bool
     os.environ.setdefault("PYSPARK_PYTHON", _python())
     from filelock import FileLock
 
+    conf = spark_conf(cfg, app_name, gpu=gpu)
+    manifest = jars_manifest(cfg, conf["spark.jars.packages"])
+    jars = resolved_jars(manifest)
+    if jars:  # resolved by an earlier session: the jar files themselves, no Ivy resolution (~5 s)
+        del conf["spark.jars.packages"]
+        conf["spark.jars"] = ",".join(jars)
     builder = SparkSession.builder
-    for key, value in spark_conf(cfg, app_name, gpu=gpu).items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
-    # The JVM resolves spark.jars.packages into the shared Ivy cache as it starts; two jobs doing
-    # that at once (a backfill's parallel runs on a fresh machine) corrupt each other's downloads.
-    Path(cfg.ivy_cache).mkdir(parents=True, exist_ok=True)
-    with FileLock(str(Path(cfg.ivy_cache) / ".lmrec-resolve.lock")):
+    if jars:
         spark = builder.getOrCreate()
+    else:
+        # The JVM resolves spark.jars.packages into the shared Ivy cache as it starts; two jobs doing
+        # that at once (a backfill's parallel runs on a fresh machine) corrupt each other's downloads.
+        Path(cfg.ivy_cache).mkdir(parents=True, exist_ok=True)
+        with FileLock(str(Path(cfg.ivy_cache) / ".lmrec-resolve.lock")):
+            spark = builder.getOrCreate()
+            _write_manifest(manifest, spark.sparkContext.getConf().get("spark.jars", ""))
     spark.sparkContext.setLogLevel("ERROR")
     import delta.exceptions  # noqa: F401  (Delta's conflicts now raise as delta.exceptions classes)
 
     return spark
+
+
+def jars_manifest(cfg: Settings, packages: str) -> Path:
+    """Where the jar files ``packages`` resolved to are listed (in the Ivy cache, one file per
+    package list)."""
+    import hashlib
+
+    return Path(cfg.ivy_cache) / f"lmrec-jars-{hashlib.sha256(packages.encode()).hexdigest()[:16]}.txt"
+
+
+def resolved_jars(manifest: Path) -> list[str] | None:
+    """The jars an earlier session resolved, when the manifest and every jar in it exist."""
+    if not manifest.exists():
+        return None
+    jars = [j for j in manifest.read_text().split() if j]
+    if not jars or not all(Path(j.removeprefix("file://")).exists() for j in jars):
+        return None
+    return jars
+
+
+def _write_manifest(manifest: Path, jars: str) -> None:
+    listed = [j for j in jars.split(",") if j]
+    if listed:
+        tmp = manifest.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text("\n".join(listed) + "\n")
+        tmp.replace(manifest)  # atomic: a parallel job reads the old list or the new one
 
 
 def _python() -> str:

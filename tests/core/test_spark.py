@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from lmrec.core.spark import hadoop_version, spark_conf
+from lmrec.core.spark import _write_manifest, hadoop_version, jars_manifest, resolved_jars, spark_conf
 from tests.conftest import make_cfg
 
 
@@ -47,3 +47,20 @@ def test_gpu_settings_reach_only_gpu_jobs(tmp_path):
     assert gpu["spark.python.daemon.module"] == "lmrec.core.spark_daemon"
     assert not any(".gpu." in k or "kubernetes" in k or "daemon" in k for k in cpu)
     assert cpu["spark.jars.packages"].endswith(",org.example:extra:1.0")
+
+
+def test_resolved_jars_are_reused_only_while_every_jar_exists(tmp_path):
+    cfg = make_cfg(tmp_path, LMREC_IVY_DIR=str(tmp_path / "ivy"))
+    (tmp_path / "ivy").mkdir()
+    manifest = jars_manifest(cfg, "io.delta:delta-spark_4.2_2.13:4.4.0")
+    assert manifest != jars_manifest(cfg, "io.delta:delta-spark_4.2_2.13:4.4.0,org.apache.hadoop:hadoop-aws:3.5.0")
+    assert resolved_jars(manifest) is None  # nothing resolved yet: Ivy resolves
+    jars = [tmp_path / "ivy" / "a.jar", tmp_path / "ivy" / "b.jar"]
+    for j in jars:
+        j.write_bytes(b"PK")
+    _write_manifest(manifest, ",".join(f"file://{j}" for j in jars))
+    assert resolved_jars(manifest) == [f"file://{j}" for j in jars]
+    jars[1].unlink()  # the cache was cleaned: resolve again rather than start without a jar
+    assert resolved_jars(manifest) is None
+    _write_manifest(manifest, "")  # a session that listed no jars leaves the manifest as it was
+    assert manifest.read_text().count(".jar") == 2
