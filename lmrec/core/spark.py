@@ -120,23 +120,25 @@ def get_spark(cfg: Settings | None = None, app_name: str = "lmrec", *, gpu: bool
     jars = resolved_jars(manifest)
     if jars:  # resolved by an earlier session: the jar files themselves, no Ivy resolution (~5 s)
         del conf["spark.jars.packages"]
-        conf["spark.jars"] = ",".join(jars)
-    builder = SparkSession.builder
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    if jars:
-        spark = builder.getOrCreate()
+        spark = _builder(SparkSession, {**conf, "spark.jars": ",".join(jars)}).getOrCreate()
     else:
         # The JVM resolves spark.jars.packages into the shared Ivy cache as it starts; two jobs doing
         # that at once (a backfill's parallel runs on a fresh machine) corrupt each other's downloads.
         Path(cfg.ivy_cache).mkdir(parents=True, exist_ok=True)
         with FileLock(str(Path(cfg.ivy_cache) / ".lmrec-resolve.lock")):
-            spark = builder.getOrCreate()
+            spark = _builder(SparkSession, conf).getOrCreate()
             _write_manifest(manifest, spark.sparkContext.getConf().get("spark.jars", ""))
     spark.sparkContext.setLogLevel("ERROR")
     import delta.exceptions  # noqa: F401  (Delta's conflicts now raise as delta.exceptions classes)
 
     return spark
+
+
+def _builder(session_cls, conf: dict[str, str]):
+    builder = session_cls.builder
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    return builder
 
 
 def jars_manifest(cfg: Settings, packages: str) -> Path:
