@@ -48,10 +48,10 @@ def update_index(spark, cfg: Settings, table: str, ids, *, col_id: str, col_idx:
 
     Insert-only MERGE on the id: a concurrent run that added ids first makes this commit fail
     with a Delta concurrency error, and the new rows are recomputed against the winner's table.
+    The MERGE is SQL over a temporary view, the same on a Spark Connect session.
     """
-    from delta.tables import DeltaTable
-
     path = cfg.table_path(table)
+    view = f"lmrec_new_{table}"
 
     def commit() -> int:
         existing = read_table(spark, cfg, table) if is_table(spark, cfg, table) else None
@@ -59,13 +59,14 @@ def update_index(spark, cfg: Settings, table: str, ids, *, col_id: str, col_idx:
         try:
             n_new = new.count()
             if existing is None:
-                new.write.format("delta").mode("errorifexists").save(path)
+                new.write.format("delta").mode("error").save(path)  # "error": the name both kinds of session know
             elif n_new:
-                (DeltaTable.forPath(spark, path).alias("t")
-                 .merge(new.alias("s"), f"t.{col_id} = s.{col_id}")
-                 .whenNotMatchedInsertAll().execute())
+                new.createOrReplaceTempView(view)
+                spark.sql(f"MERGE INTO delta.`{path}` t USING {view} s ON t.{col_id} = s.{col_id} "
+                          "WHEN NOT MATCHED THEN INSERT *")
             return n_new
         finally:
+            spark.catalog.dropTempView(view)
             new.unpersist()
 
     # A concurrent first run may create the table between our check and our write.

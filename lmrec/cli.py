@@ -44,6 +44,24 @@ def cmd_pipeline(args) -> None:
     print_table([(n, c, p) for n, p, c in table_counts(cfg, spark, args.date)], ["table", "rows", "path"])
 
 
+def cmd_spark_server(args) -> None:
+    import os
+
+    from lmrec.core.spark import connect_server_args
+
+    cfg = Settings.from_env()
+    argv = connect_server_args(cfg, host=args.host, port=args.port)
+    if args.print:
+        print(" ".join(argv))
+        return
+    log.info("Spark Connect server for lmrec on sc://%s:%d (master %s, warehouse %s); jobs use it with "
+             "LMREC_SPARK_REMOTE=sc://%s:%d", args.host, args.port, cfg.spark_master, cfg.warehouse, args.host, args.port)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # the server's Python workers: this environment
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)  # the server in this process's place: signals and exit status are its own
+
+
 def cmd_tables(args) -> None:
     from lmrec.core.io import table_counts
     from lmrec.core.spark import get_spark
@@ -142,6 +160,7 @@ def cmd_summary(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lmrec.core.spark import CONNECT_PORT
     from lmrec.data.demo import DEFAULT_END
 
     p = argparse.ArgumentParser(prog="lmrec", description=(
@@ -163,6 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_job_arguments(pl)
     pl.add_argument("--jobs", help="comma-separated subset of jobs (default: all)")
     pl.set_defaults(fn=cmd_pipeline)
+
+    ss = sub.add_parser("spark-server", help="run a long-lived Spark Connect server the jobs share (LMREC_SPARK_REMOTE)",
+                        description=(
+        "Run a Spark Connect server in the foreground with lmrec's Spark settings (Delta, SPARK_MASTER, "
+        "LMREC_DRIVER_MEMORY, the table defaults). Jobs started with LMREC_SPARK_REMOTE=sc://HOST:PORT connect "
+        "to it instead of starting a JVM each: a night's eight tasks skip ~25 s of JVM start, session and cold "
+        "Delta code each. The server has no authentication: keep it on 127.0.0.1 or a private network. "
+        "Stop it with Ctrl-C or SIGTERM."))
+    ss.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 in a container)")
+    ss.add_argument("--port", type=int, default=CONNECT_PORT, help=f"port (default {CONNECT_PORT}, Spark Connect's)")
+    ss.add_argument("--print", action="store_true", help="print the spark-submit command instead of running it")
+    ss.set_defaults(fn=cmd_spark_server)
 
     t = sub.add_parser("tables", help="list the Delta tables and their row counts")
     t.add_argument("--date", type=parse_date, help="count only this run_date's partition where partitioned")

@@ -121,15 +121,25 @@ def run_job(name: str, run_date: dt.date, *, cfg: Settings | None = None, spark=
     cfg = cfg or Settings.from_env()
     module = job_module(name, cfg)
     spark = spark or get_spark(cfg, app_name=f"lmrec-{name}-{run_date}", gpu=spec.gpu)
-    from lmrec.core.io import record_run
+    from lmrec.core.io import is_connect, record_run
 
+    # A Spark Connect server's cache is shared by all its sessions and outlives them: a job killed
+    # with frames cached would leave them to match a later job's reads of the same file or table
+    # (yesterday's rows). Each job starts and ends with it empty (a concurrent job recomputes).
+    shared_cache = is_connect(spark)
     t0 = time.perf_counter()  # wall-clock ok: duration only
-    log.info("job %s for %s starting (warehouse %s)", name, run_date, cfg.warehouse)
+    log.info("job %s for %s starting (warehouse %s%s)", name, run_date, cfg.warehouse,
+             f", Spark Connect {cfg.spark_remote}" if shared_cache else "")
     try:
+        if shared_cache:
+            spark.catalog.clearCache()
         result = module.run(run_date, cfg=cfg, spark=spark, source=source, **job_options(name, options))
     except Exception as exc:
         _record(record_run, spark, cfg, run_date, name, status="failed", seconds=time.perf_counter() - t0, error=exc)
         raise
+    finally:
+        if shared_cache:
+            spark.catalog.clearCache()
     seconds = time.perf_counter() - t0  # wall-clock ok: duration only
     log.info("job %s for %s done in %.1fs", name, run_date, seconds)
     _record(record_run, spark, cfg, run_date, name, status="succeeded", seconds=seconds, result=result)

@@ -14,11 +14,29 @@ log = logging.getLogger(__name__)
 
 
 def path_exists(spark, path: str) -> bool:
-    """True when ``path`` exists on its Hadoop file system (local, s3a://, hdfs://...)."""
+    """True when ``path`` exists: a local path asked of this machine, others (s3a://, hdfs://...) of
+    Spark's Hadoop file system (through the JVM, or a listing query on a Connect session)."""
+    import os
+
+    if "://" not in path or path.startswith("file:"):
+        return os.path.exists(path.removeprefix("file://").removeprefix("file:"))
+    if is_connect(spark):
+        from pyspark.errors import AnalysisException
+
+        try:
+            spark.read.format("binaryFile").load(path).limit(1).collect()
+            return True
+        except AnalysisException:
+            return False
     jvm = spark.sparkContext._jvm
     hpath = jvm.org.apache.hadoop.fs.Path(path)
     fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     return bool(fs.exists(hpath))
+
+
+def is_connect(spark) -> bool:
+    """Whether ``spark`` is a Spark Connect session (no SparkContext, no JVM in this process)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
 def find_source_file(spark, source: str, stem: str) -> tuple[str, str] | None:
@@ -37,9 +55,12 @@ def is_table(spark, cfg: Settings, name: str) -> bool:
         from deltalake import DeltaTable as RsTable
 
         return RsTable.is_deltatable(delta_uri(cfg, name), storage_options=storage_options(cfg))
-    from delta.tables import DeltaTable
+    from pyspark.errors import AnalysisException
 
-    return DeltaTable.isDeltaTable(spark, cfg.table_path(name))
+    try:  # SQL, not delta-spark's DeltaTable: the same on a Connect session
+        return spark.sql(f"DESCRIBE DETAIL delta.`{cfg.table_path(name)}`").first()["format"] == "delta"
+    except AnalysisException:
+        return False
 
 
 def read_table(spark, cfg: Settings, name: str, run_date: dt.date | None = None):
@@ -111,13 +132,11 @@ def partition_files(cfg: Settings, name: str, run_date: dt.date, version: int) -
 
 
 def table_version(spark, cfg: Settings, name: str) -> int | None:
-    from delta.tables import DeltaTable
-
     if not is_table(spark, cfg, name):
         return None
     if _delta_rs_reads(cfg, name):
         return int(_rs_table(cfg, name).version())
-    return int(DeltaTable.forPath(spark, cfg.table_path(name)).history(1).collect()[0]["version"])
+    return int(spark.sql(f"DESCRIBE HISTORY delta.`{cfg.table_path(name)}` LIMIT 1").first()["version"])
 
 
 def table_properties(spark, cfg: Settings, name: str) -> dict[str, str]:
@@ -125,9 +144,7 @@ def table_properties(spark, cfg: Settings, name: str) -> dict[str, str]:
     version: from the log through delta-rs where it reads the warehouse, else Spark's DESCRIBE DETAIL."""
     if _delta_rs_reads(cfg, name):
         return dict(_rs_table(cfg, name).metadata().configuration)
-    from delta.tables import DeltaTable
-
-    return dict(DeltaTable.forPath(spark, cfg.table_path(name)).detail().first()["properties"] or {})
+    return dict(spark.sql(f"DESCRIBE DETAIL delta.`{cfg.table_path(name)}`").first()["properties"] or {})
 
 
 # Set on every table lmrec creates (through spark.databricks.delta.properties.defaults.*).
@@ -148,7 +165,12 @@ def is_concurrency_error(exc: BaseException) -> bool:
     conflicts = (E.DeltaConcurrentModificationException, E.ConcurrentWriteException, E.MetadataChangedException,
                  E.ProtocolChangedException, E.ConcurrentAppendException, E.ConcurrentDeleteReadException,
                  E.ConcurrentDeleteDeleteException, E.ConcurrentTransactionException)
-    return isinstance(exc, conflicts)
+    # On a Connect session the server's exception arrives as pyspark's, with Delta's error class.
+    condition = getattr(exc, "getCondition", lambda: None)() or ""
+    return isinstance(exc, conflicts) or condition.startswith(CONFLICT_CONDITIONS)
+
+
+CONFLICT_CONDITIONS = ("DELTA_CONCURRENT", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED")
 
 
 def retry_on_conflict(commit, *, what: str, retries: int = 5, also=None):

@@ -57,18 +57,16 @@ def ensure_constraints(spark, cfg: Settings, table: str) -> list[str]:
     return added
 
 
-def expire(dtab, table: str, run_date: dt.date, keep_days: int) -> int:
-    """Delete the partitions of ``dtab`` (the DeltaTable of ``table``, partitioned by run_date)
-    older than ``keep_days`` days before ``run_date``; returns rows deleted (the DELETE's metrics)."""
-    from pyspark.sql import functions as F
-
+def expire(spark, path: str, table: str, run_date: dt.date, keep_days: int) -> int:
+    """Delete the partitions of the table at ``path`` (``table``, partitioned by run_date) older
+    than ``keep_days`` days before ``run_date``; returns rows deleted (the DELETE's metrics)."""
     if keep_days <= 0:
         return 0
     cutoff = run_date - dt.timedelta(days=keep_days - 1)
-    old = F.col(S.COL_RUN_DATE) < F.lit(cutoff)
-    before = dtab.history(1).first()["version"]
-    retry_on_conflict(lambda: dtab.delete(old), what=table)
-    last = dtab.history(1).first()
+    before = _last_commit(spark, path)["version"]
+    retry_on_conflict(lambda: spark.sql(f"DELETE FROM delta.`{path}` WHERE {S.COL_RUN_DATE} < DATE'{cutoff.isoformat()}'"),
+                      what=table)
+    last = _last_commit(spark, path)
     # A DELETE that matches no partition commits nothing (or a commit without removed rows).
     n = int((last["operationMetrics"] or {}).get("numDeletedRows", 0)) if last["version"] != before else 0
     if n:
@@ -76,27 +74,30 @@ def expire(dtab, table: str, run_date: dt.date, keep_days: int) -> int:
     return n
 
 
+def _last_commit(spark, path: str):
+    return spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()
+
+
 def run(run_date: dt.date, *, cfg: Settings, spark, vacuum: bool = True) -> dict:
     """Constraints, retention, OPTIMIZE of D's partitions (recommendations Z-ordered by user) and
-    VACUUM for every table; returns what each step did per table."""
-    from delta.tables import DeltaTable
-
+    VACUUM for every table; returns what each step did per table. SQL throughout, so a Spark
+    Connect session does it as well."""
     out = {}
     for table in S.ALL_TABLES:
         if not is_table(spark, cfg, table):
             continue
-        dtab = DeltaTable.forPath(spark, cfg.table_path(table))
-        dated = S.COL_RUN_DATE in dtab.toDF().columns
+        path = cfg.table_path(table)
+        dated = S.COL_RUN_DATE in spark.read.format("delta").load(path).columns
         keep = cfg.result_retention_days if table in RESULT_TABLES else (
             cfg.snapshot_retention_days if table in SNAPSHOT_TABLES else 0)
         step = {"constraints_added": ensure_constraints(spark, cfg, table),
-                "rows_expired": expire(dtab, table, run_date, keep) if dated else 0}
+                "rows_expired": expire(spark, path, table, run_date, keep) if dated else 0}
         if dated:
-            opt = dtab.optimize().where(f"{S.COL_RUN_DATE} = '{run_date.isoformat()}'")
-            retry_on_conflict(lambda: opt.executeZOrderBy(S.COL_USER) if table == S.RECOMMENDATIONS
-                              else opt.executeCompaction(), what=table)
+            order = f" ZORDER BY ({S.COL_USER})" if table == S.RECOMMENDATIONS else ""
+            retry_on_conflict(lambda: spark.sql(f"OPTIMIZE delta.`{path}` WHERE {S.COL_RUN_DATE} = "
+                                                f"'{run_date.isoformat()}'{order}"), what=table)
         if vacuum:
-            dtab.vacuum()  # the table's deletedFileRetentionDuration
+            spark.sql(f"VACUUM delta.`{path}`")  # the table's deletedFileRetentionDuration
         out[table] = step
         log.info("maintenance %s %s: %s", run_date, table, step)
     return out

@@ -35,6 +35,7 @@ class Settings:
     source: str  # LMREC_SOURCE: default source directory (the demo catalogue)
     mlflow_tracking_uri: str  # MLFLOW_TRACKING_URI
     spark_master: str  # SPARK_MASTER
+    spark_remote: str = ""  # LMREC_SPARK_REMOTE: sc://host:port of a long-lived Spark Connect server (`lmrec spark-server`) the jobs use instead of starting a JVM each; empty = a JVM per process
     jobs_dir: str = ""  # LMREC_JOBS_DIR: the folder of the job modules (default: the checkout's jobs/)
     database: str = "lmrec"  # LMREC_DATABASE: Spark SQL database the tables are registered in
     top_k: int = 10  # LMREC_TOP_K

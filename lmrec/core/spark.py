@@ -1,12 +1,20 @@
 """The one Spark session factory: delta-spark configured, master from SPARK_MASTER, defaults
 sized for a 2-core, 24 GB machine. One session per process (getOrCreate). The first session
 resolves the Delta package through Ivy and lists the jars it got in the Ivy cache; later ones
-load those jars directly (``spark.jars``), as long as each is still there."""
+load those jars directly (``spark.jars``), as long as each is still there.
+
+With ``LMREC_SPARK_REMOTE`` set, a process gets a Spark Connect session on a long-lived server
+(:func:`connect_server_args`, ``lmrec spark-server``) instead of starting a JVM of its own: the
+server's JVM, its Delta classes and its warm code serve every job of every night. Code that must
+work both ways asks ``lmrec.core.io.is_connect``, :func:`master` and :func:`parallelism`, never the
+``SparkContext`` (a Connect session has none)."""
 
 from __future__ import annotations
 
 import os
+import socket
 from importlib import metadata
+from urllib.parse import urlparse
 from pathlib import Path
 
 from lmrec.core.io import TABLE_PROPERTIES
@@ -112,6 +120,8 @@ def get_spark(cfg: Settings | None = None, app_name: str = "lmrec", *, gpu: bool
     if active is not None:
         return active
     cfg = cfg or Settings.from_env()
+    if cfg.spark_remote:
+        return connect_session(cfg)
     os.environ.setdefault("PYSPARK_PYTHON", _python())
     from filelock import FileLock
 
@@ -132,6 +142,61 @@ def get_spark(cfg: Settings | None = None, app_name: str = "lmrec", *, gpu: bool
     import delta.exceptions  # noqa: F401  (Delta's conflicts now raise as delta.exceptions classes)
 
     return spark
+
+
+CONNECT_PORT = 15002  # Spark Connect's default port
+
+
+def connect_session(cfg: Settings):
+    """A Spark Connect session on the server at ``cfg.spark_remote`` (``sc://host:port``); a
+    server that does not answer stops the job with the address and what to do, at once (the
+    client's own retries would wait minutes)."""
+    from pyspark.sql import SparkSession
+
+    url = urlparse(cfg.spark_remote)
+    if url.scheme != "sc" or not url.hostname:
+        raise ValueError(f"LMREC_SPARK_REMOTE must look like sc://host:port, got {cfg.spark_remote!r}")
+    try:
+        socket.create_connection((url.hostname, url.port or CONNECT_PORT), timeout=10).close()
+    except OSError as exc:
+        raise ConnectionError(
+            f"no Spark Connect server answers at {cfg.spark_remote} ({exc.strerror or type(exc).__name__}); "
+            "start one with `lmrec spark-server`, or unset LMREC_SPARK_REMOTE to start Spark in this process") from None
+    import warnings
+
+    import delta.exceptions  # noqa: F401
+
+    # The server's plan warnings arrive as Python warnings here; a session of our own logs them at
+    # WARN, below the ERROR level lmrec sets (the index's one global window is on purpose).
+    warnings.filterwarnings("ignore", message="WARN WindowExpression: No Partition Defined", category=UserWarning)
+    return SparkSession.builder.remote(cfg.spark_remote).getOrCreate()
+
+
+def connect_server_args(cfg: Settings, *, host: str = "127.0.0.1", port: int = CONNECT_PORT) -> list[str]:
+    """The spark-submit command of a Spark Connect server with lmrec's configuration (Delta, the
+    master, the torch jobs' Python daemon, the table defaults), listening on ``host:port``. It has
+    no authentication: bind it to an address only the jobs reach."""
+    conf = spark_conf(cfg, "lmrec-spark-server", gpu=True)
+    jars = resolved_jars(jars_manifest(cfg, conf["spark.jars.packages"]))
+    if jars:
+        del conf["spark.jars.packages"]
+        conf["spark.jars"] = ",".join(jars)
+    conf["spark.connect.grpc.binding.address"] = host
+    conf["spark.connect.grpc.binding.port"] = str(port)
+    args = [str(_pyspark_dir() / "bin" / "spark-submit"), "--class", "org.apache.spark.sql.connect.service.SparkConnectServer"]
+    for key, value in conf.items():
+        args += ["--conf", f"{key}={value}"]
+    return args + ["spark-internal"]
+
+
+def master(spark) -> str:
+    """The session's master URL (``local[*]``, ``spark://…``), either kind of session."""
+    return spark.conf.get("spark.master")
+
+
+def parallelism(spark) -> int:
+    """Tasks a stage gets by default (``spark.default.parallelism``; the cores when unset)."""
+    return int(spark.conf.get("spark.default.parallelism", None) or os.cpu_count() or 1)
 
 
 def _builder(session_cls, conf: dict[str, str]):

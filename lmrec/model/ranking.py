@@ -15,6 +15,8 @@ import pandas as pd
 
 from lmrec.core import schema as S
 from lmrec.core.errors import ParameterError
+from lmrec.core.io import is_connect
+from lmrec.core.spark import master, parallelism
 
 BLOCK = 1024  # users per matrix multiply inside a partition
 _BECAUSE_ELEMS = 1 << 23  # users x k x history (and x d) elements per batched similarity step
@@ -253,10 +255,17 @@ def check_score_where(where: str) -> None:
 def on_driver(spark, where: str = "auto") -> bool:
     """Whether :func:`recommend` scores in the driver process: ``where`` is ``driver``, ``tasks``
     or ``auto`` (the driver when the master is ``local[...]``: its tasks would share the same
-    cores, after a broadcast of the model to each Python worker and an Arrow trip of every row)."""
+    cores, after a broadcast of the model to each Python worker and an Arrow trip of every row).
+    On a Spark Connect session the driver is the job's own process: there is no broadcast to ship
+    the model to tasks, so ``auto`` scores there and ``tasks`` is refused."""
     check_score_where(where)
+    if is_connect(spark):
+        if where == "tasks":
+            raise ParameterError("LMREC_SCORE_WHERE=tasks needs a Spark session of the job's own (the model is "
+                                 "broadcast to the tasks); with LMREC_SPARK_REMOTE set use auto or driver")
+        return True
     if where == "auto":
-        return spark.sparkContext.master.startswith("local")
+        return master(spark).startswith("local")
     return where == "driver"
 
 
@@ -289,7 +298,7 @@ def recommend(spark, model: dict, users: np.ndarray, U: np.ndarray, seen, k: int
     model, the factors and the histories broadcast once (no shuffle of user rows), partition p
     scoring users p·n .. (p+1)·n-1 for n = ``users_per_partition``, ``block`` users per matrix multiply."""
     if on_driver(spark, where):
-        rows = score_rows(model, users, U, seen, k, threads=spark.sparkContext.defaultParallelism)
+        rows = score_rows(model, users, U, seen, k, threads=parallelism(spark))
         return spark.createDataFrame(rows, ROWS)
     seen = seen.tocsr()
     payload = dict(model, users=np.asarray(users).astype(str).astype(object), U=np.asarray(U, np.float32),

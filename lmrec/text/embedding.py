@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from lmrec.core import schema as S
 from lmrec.core.io import is_table, read_table, write_partition
 from lmrec.core.settings import Settings
+from lmrec.core.spark import parallelism as default_parallelism
 
 log = logging.getLogger(__name__)
 TEXTS_PER_PARTITION = 512
@@ -148,7 +149,7 @@ def embed_texts(spark, cfg: Settings, texts, *, previous, col_id: str) -> Embedd
     joined = match_stored(texts, previous, model_id=model_id).cache()
     row = joined.agg(F.count(F.lit(1)).alias("n"), F.count_if(F.col(S.COL_VECTOR).isNull()).alias("todo")).first()
     total, n_todo = int(row["n"]), int(row["todo"])
-    parallelism = spark.sparkContext.defaultParallelism
+    parallelism = default_parallelism(spark)
     partitions = max(1, min(parallelism * 4, -(-n_todo // TEXTS_PER_PARTITION)))
     if n_todo:
         partitions = max(partitions, min(parallelism, n_todo))
