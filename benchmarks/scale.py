@@ -5,6 +5,11 @@ Spark's JVM, Python workers); then the next night with 1% new ratings and 1% cha
 
     .venv/bin/python benchmarks/scale.py --fresh --sizes 1M,5M,25M   # writes benchmarks/results/scale.md
     .venv/bin/python benchmarks/scale.py --fresh --sizes 5M --next-night 5M  # ... results/scale-5M.md
+    .venv/bin/python benchmarks/scale.py --fresh --sizes 0.1M --next-night 0.1M --connect  # ... scale-0.1M-connect.md
+
+``--connect`` runs the jobs on one long-lived Spark Connect server (``lmrec spark-server``, started
+for each size and stopped after it) instead of a JVM per job: a job's peak memory is then its own
+process tree, and the server's peak is reported apart.
 
 The results file holds the sizes this run measured, never older runs' (they may be of other
 commits): all three sizes write ``scale.md``, fewer ``scale-<sizes>.md``.
@@ -84,12 +89,16 @@ def main() -> None:
     ap.add_argument("--root", default=str(REPO / "var" / "bench" / "scale"))
     ap.add_argument("--fresh", action="store_true", help="delete each size's warehouse, MLflow store and logs "
                     "first (the generated source is kept), so night 1 is a first night")
+    ap.add_argument("--connect", action="store_true", help="run the jobs on one Spark Connect server per size "
+                    "(LMREC_SPARK_REMOTE) instead of a JVM per job")
     ap.add_argument("--resume", action="store_true", help="keep the warehouse and skip the night-1 jobs that "
                     "results.json records as done for this size (after a failed job was fixed)")
     args = ap.parse_args()
     from lmrec.data.demo import write_demo
 
-    results = json.loads((Path(args.root) / "results.json").read_text()) if (Path(args.root) / "results.json").exists() else {}
+    global RESULTS_FILE
+    RESULTS_FILE = "results-connect.json" if args.connect else "results.json"
+    results = json.loads((Path(args.root) / RESULTS_FILE).read_text()) if (Path(args.root) / RESULTS_FILE).exists() else {}
     for label in args.sizes.split(","):
         f = size_of(label) / 25e6  # 25M = MovieLens-25M's users and items
         home = Path(args.root) / label
@@ -113,6 +122,10 @@ def main() -> None:
         entry = {"ratings": counts.get("ratings"), "users": int(FULL["users"] * f), "items": int(FULL["items"] * f),
                  "night1": []}  # saved after every job, so --resume works after a kill as well
         night1 = entry["night1"]
+        server = start_server(env, home / "server.log") if args.connect else None
+        if server is not None:
+            env["LMREC_SPARK_REMOTE"] = server["url"]
+            entry["server_start_s"] = server["start_s"]
         done = {r["job"]: r for r in results.get(label, {}).get("night1", []) if r["ok"]} if args.resume else {}
         for name in JOBS:
             if name in done and len(night1) == JOBS.index(name):  # only a prefix of finished jobs is kept
@@ -135,17 +148,60 @@ def main() -> None:
                 save(args.root, results, label, entry)
                 if not r["ok"]:
                     break
+        if server is not None:
+            entry["server_peak_gib"] = stop_server(server)
         results[label] = entry
         save(args.root, results, label, entry)
     labels = args.sizes.split(",")
     name = "scale" if sorted(labels, key=size_of) == ["1M", "5M", "25M"] else "scale-" + "-".join(labels)
+    name += "-connect" if args.connect else ""
     write_result(name, report({label: results[label] for label in labels}))
 
 
+RESULTS_FILE = "results.json"
+
+
+def start_server(env: dict, log: Path) -> dict:
+    """``lmrec spark-server`` on a free port with the size's settings; its URL, process, seconds
+    until it listened, and a peak-memory sampler over its life."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    t0 = time.perf_counter()
+    fh = log.open("a")
+    proc = subprocess.Popen([sys.executable, "-m", "lmrec.cli", "spark-server", "--port", str(port)], env=env,
+                            cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit(f"the Spark Connect server did not start; see {log}")
+            time.sleep(0.5)
+    mem = PeakMemory(interval=0.5, pid=proc.pid).__enter__()
+    print(f"Spark Connect server on port {port} in {time.perf_counter() - t0:.1f}s", flush=True)
+    return {"url": f"sc://127.0.0.1:{port}", "proc": proc, "log": fh, "mem": mem,
+            "start_s": round(time.perf_counter() - t0, 1)}
+
+
+def stop_server(server: dict) -> float:
+    """Stop the server (its process group); its peak memory in GiB."""
+    import signal
+
+    server["mem"].__exit__(None, None, None)
+    os.killpg(server["proc"].pid, signal.SIGTERM)
+    server["proc"].wait(60)
+    server["log"].close()
+    return round(server["mem"].peak / 1024, 2)
+
+
 def save(root: str, results: dict, label: str, entry: dict) -> None:
-    """results.json with ``label``'s entry as it stands (the other sizes as they were)."""
+    """The results file with ``label``'s entry as it stands (the other sizes as they were)."""
     Path(root).mkdir(parents=True, exist_ok=True)
-    (Path(root) / "results.json").write_text(json.dumps({**results, label: entry}, indent=1))
+    (Path(root) / RESULTS_FILE).write_text(json.dumps({**results, label: entry}, indent=1))
 
 
 def report(results: dict) -> str:
@@ -165,6 +221,11 @@ def report(results: dict) -> str:
             else:
                 cells.append("–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for l in labels:
+        if "server_peak_gib" in results[l]:
+            lines += ["", f"{l}: the jobs ran on one Spark Connect server (listening after "
+                      f"{results[l]['server_start_s']} s, peak {results[l]['server_peak_gib']} GiB over both nights; "
+                      "a job's peak above is its own process tree, without the server)"]
     lines += ["", "Ratings: " + ", ".join(f"{l} = {results[l]['ratings']:,} ({results[l]['users']:,} users, "
                                            f"{results[l]['items']:,} items)" for l in labels)]
     for l in labels:
