@@ -13,12 +13,13 @@ DATE ?= $(shell date -u -d yesterday +%F)
 # `make test` leaves out tests marked slow (two more whole-DAG runs); `make test-all` runs them too.
 PYTEST_ARGS ?= -m "not slow" --durations=25
 
-.PHONY: help check venv run pipeline demo-source airflow-db test test-all bench bench-scale airflow backfill clean
+.PHONY: help check venv run pipeline demo-source airflow-db test test-all bench bench-scale airflow backfill spark-server clean
 help:
 	@echo "make run      set up .venv and run the nightly pipeline on the demo catalogue (DATE=$(DATE))"
 	@echo "make test     set up .venv and run the tests"
 	@echo "make airflow  Airflow standalone (web UI + scheduler) on http://localhost:8080"
 	@echo "make backfill START=YYYY-MM-DD END=YYYY-MM-DD  backfill the DAG over past dates"
+	@echo "make spark-server  one Spark Connect server for every job (then export LMREC_SPARK_REMOTE=sc://127.0.0.1:15002)"
 	@echo "make bench    run the benchmarks (BENCHMARKS.md)"
 
 check:
@@ -65,6 +66,10 @@ pipeline: venv demo-source
 	$(BIN)/lmrec pipeline --date $(DATE)
 
 # standalone starts its components by running `airflow` from PATH: put the venv first.
+# One long-lived Spark (Spark Connect) the jobs share when LMREC_SPARK_REMOTE points at it.
+spark-server: venv
+	$(BIN)/lmrec spark-server
+
 airflow: venv airflow-db
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
 

@@ -40,6 +40,9 @@ from lmrec.core.settings import Settings
 from lmrec.pipeline import JOBS
 
 CFG = Settings.from_env()
+if CFG.runner == "spark-submit" and CFG.spark_remote:
+    raise ValueError("LMREC_SPARK_REMOTE (one shared Spark Connect server) is for LMREC_RUNNER=local: with "
+                     "LMREC_RUNNER=spark-submit every task starts a driver of its own. Unset one of the two.")
 
 
 def asset(table: str) -> Asset:

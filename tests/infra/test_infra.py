@@ -209,6 +209,20 @@ def test_dag_in_spark_submit_mode_hands_each_job_its_spark_conf(tmp_path):
         assert "spark.master" not in t["conf"]  # the connection decides where the job runs
 
 
+def test_dag_refuses_a_shared_spark_connect_server_with_spark_submit(tmp_path):
+    """LMREC_SPARK_REMOTE with LMREC_RUNNER=spark-submit would start a driver per task and then not
+    use it: the DAG does not load, and says which two settings clash."""
+    code = ("from airflow.dag_processing.dagbag import DagBag\n"
+            f"b = DagBag({str(REPO / 'dags')!r})\n"
+            "print('nightly_recommendations' in b.dags, ' '.join(b.import_errors.values()).replace('\\n', ' '))\n")
+    env = {**os.environ, "LMREC_HOME": str(tmp_path), "AIRFLOW_HOME": str(tmp_path / "airflow"),
+           "LMREC_RUNNER": "spark-submit", "LMREC_SPARK_REMOTE": "sc://127.0.0.1:15002"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("False") and "LMREC_SPARK_REMOTE" in last and "LMREC_RUNNER=local" in last
+
+
 def test_job_options_reach_only_the_jobs_that_take_them(monkeypatch, tmp_path):
     """The pipeline command hands every job the same options (--top-k, --retrain, --full-refresh):
     each job gets those its registry row names; an unknown option is an error."""
