@@ -24,7 +24,8 @@ def path_exists(spark, path: str) -> bool:
         from pyspark.errors import AnalysisException
 
         try:
-            spark.read.format("binaryFile").load(path).limit(1).collect()
+            # Only the path column: the binaryFile source then reads no file's bytes.
+            spark.read.format("binaryFile").load(path).select("path").limit(1).collect()
             return True
         except AnalysisException:
             return False
