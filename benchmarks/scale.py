@@ -173,17 +173,16 @@ def start_server(env: dict, log: Path) -> dict:
     fh = log.open("a")
     proc = subprocess.Popen([sys.executable, "-m", "lmrec.cli", "spark-server", "--port", str(port)], env=env,
                             cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise SystemExit(f"the Spark Connect server did not start; see {log}")
-            time.sleep(0.5)
+    from lmrec.core.spark import wait_for_server
+
+    url = f"sc://127.0.0.1:{port}"
+    try:
+        wait_for_server(url, proc=proc, timeout=600)
+    except ConnectionError as exc:
+        raise SystemExit(f"{exc}; see {log}") from None
     mem = PeakMemory(interval=0.5, pid=proc.pid).__enter__()
     print(f"Spark Connect server on port {port} in {time.perf_counter() - t0:.1f}s", flush=True)
-    return {"url": f"sc://127.0.0.1:{port}", "proc": proc, "log": fh, "mem": mem,
+    return {"url": url, "proc": proc, "log": fh, "mem": mem,
             "start_s": round(time.perf_counter() - t0, 1)}
 
 

@@ -125,12 +125,9 @@ def get_spark(cfg: Settings | None = None, app_name: str = "lmrec", *, gpu: bool
     os.environ.setdefault("PYSPARK_PYTHON", _python())
     from filelock import FileLock
 
-    conf = spark_conf(cfg, app_name, gpu=gpu)
-    manifest = jars_manifest(cfg, conf["spark.jars.packages"])
-    jars = resolved_jars(manifest)
-    if jars:  # resolved by an earlier session: the jar files themselves, no Ivy resolution (~5 s)
-        del conf["spark.jars.packages"]
-        spark = _builder(SparkSession, {**conf, "spark.jars": ",".join(jars)}).getOrCreate()
+    conf, manifest, listed = with_listed_jars(cfg, spark_conf(cfg, app_name, gpu=gpu))
+    if listed:  # resolved by an earlier session: the jar files themselves, no Ivy resolution (~5 s)
+        spark = _builder(SparkSession, conf).getOrCreate()
     else:
         # The JVM resolves spark.jars.packages into the shared Ivy cache as it starts; two jobs doing
         # that at once (a backfill's parallel runs on a fresh machine) corrupt each other's downloads.
@@ -176,17 +173,34 @@ def connect_server_args(cfg: Settings, *, host: str = "127.0.0.1", port: int = C
     """The spark-submit command of a Spark Connect server with lmrec's configuration (Delta, the
     master, the torch jobs' Python daemon, the table defaults), listening on ``host:port``. It has
     no authentication: bind it to an address only the jobs reach."""
-    conf = spark_conf(cfg, "lmrec-spark-server", gpu=True)
-    jars = resolved_jars(jars_manifest(cfg, conf["spark.jars.packages"]))
-    if jars:
-        del conf["spark.jars.packages"]
-        conf["spark.jars"] = ",".join(jars)
+    conf, _, _ = with_listed_jars(cfg, spark_conf(cfg, "lmrec-spark-server", gpu=True))
     conf["spark.connect.grpc.binding.address"] = host
     conf["spark.connect.grpc.binding.port"] = str(port)
     args = [str(_pyspark_dir() / "bin" / "spark-submit"), "--class", "org.apache.spark.sql.connect.service.SparkConnectServer"]
     for key, value in conf.items():
         args += ["--conf", f"{key}={value}"]
     return args + ["spark-internal"]
+
+
+def wait_for_server(url: str, *, proc=None, timeout: float = 180.0) -> float:
+    """Wait until the Spark Connect server at ``url`` (``sc://host:port``) accepts connections;
+    the seconds waited. Raises ConnectionError naming the URL when ``proc`` (the server's
+    ``subprocess.Popen``, if this process started it) exits first or ``timeout`` passes."""
+    import time
+
+    parsed = urlparse(url)
+    t0 = time.monotonic()
+    while True:
+        try:
+            socket.create_connection((parsed.hostname, parsed.port or CONNECT_PORT), timeout=1).close()
+            return time.monotonic() - t0
+        except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise ConnectionError(f"the Spark Connect server for {url} exited with code {proc.returncode} "
+                                      "before it listened (see its log)") from None
+            if time.monotonic() - t0 > timeout:
+                raise ConnectionError(f"no Spark Connect server listened at {url} within {timeout:.0f} s") from None
+            time.sleep(0.5)
 
 
 def master(spark) -> str:
@@ -212,6 +226,18 @@ def jars_manifest(cfg: Settings, packages: str) -> Path:
     import hashlib
 
     return Path(cfg.ivy_cache) / f"lmrec-jars-{hashlib.sha256(packages.encode()).hexdigest()[:16]}.txt"
+
+
+def with_listed_jars(cfg: Settings, conf: dict[str, str]) -> tuple[dict[str, str], Path, bool]:
+    """``conf`` with ``spark.jars.packages`` swapped for the jar files an earlier session resolved
+    them to (no Ivy resolution at start), when they are all still there; the manifest that lists
+    them, and whether the swap was made."""
+    manifest = jars_manifest(cfg, conf["spark.jars.packages"])
+    jars = resolved_jars(manifest)
+    if not jars:
+        return conf, manifest, False
+    conf = {k: v for k, v in conf.items() if k != "spark.jars.packages"}
+    return {**conf, "spark.jars": ",".join(jars)}, manifest, True
 
 
 def resolved_jars(manifest: Path) -> list[str] | None:

@@ -64,3 +64,20 @@ def test_resolved_jars_are_reused_only_while_every_jar_exists(tmp_path):
     assert resolved_jars(manifest) is None
     _write_manifest(manifest, "")  # a session that listed no jars leaves the manifest as it was
     assert manifest.read_text().count(".jar") == 2
+
+
+def test_listed_jars_replace_the_packages_only_while_they_exist(tmp_path):
+    from lmrec.core.spark import spark_conf, with_listed_jars
+
+    cfg = make_cfg(tmp_path, LMREC_IVY_DIR=str(tmp_path / "ivy"))
+    (tmp_path / "ivy").mkdir()
+    conf = spark_conf(cfg)
+    same, manifest, listed = with_listed_jars(cfg, conf)
+    assert not listed and same == conf and manifest == jars_manifest(cfg, conf["spark.jars.packages"])
+    jar = tmp_path / "ivy" / "delta.jar"
+    jar.write_bytes(b"PK")
+    _write_manifest(manifest, f"file://{jar}")
+    swapped, _, listed = with_listed_jars(cfg, conf)
+    assert listed and swapped["spark.jars"] == f"file://{jar}" and "spark.jars.packages" not in swapped
+    assert "spark.jars.packages" in conf  # the caller's conf is not changed
+    assert {k: v for k, v in swapped.items() if k != "spark.jars"} == {k: v for k, v in conf.items() if k != "spark.jars.packages"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lmrec.core.spark import connect_server_args, connect_session
+from lmrec.core.spark import connect_server_args, connect_session, wait_for_server
 from tests.conftest import D3, free_port, make_cfg
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,6 +39,12 @@ def test_no_server_is_a_clear_error_at_once(tmp_path):
     with pytest.raises(ConnectionError, match=rf"sc://127.0.0.1:{port}.*lmrec spark-server.*LMREC_SPARK_REMOTE"):
         connect_session(make_cfg(tmp_path, LMREC_SPARK_REMOTE=f"sc://127.0.0.1:{port}"))
     assert time.monotonic() - t0 < 15
+    with pytest.raises(ConnectionError, match=rf"sc://127.0.0.1:{port} within 1 s"):
+        wait_for_server(f"sc://127.0.0.1:{port}", timeout=1)
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    dead.wait()
+    with pytest.raises(ConnectionError, match="exited with code 3 before it listened"):
+        wait_for_server(f"sc://127.0.0.1:{port}", proc=dead, timeout=60)
     with pytest.raises(ValueError, match="sc://host:port"):
         connect_session(make_cfg(tmp_path, LMREC_SPARK_REMOTE="http://127.0.0.1:15002"))
 
@@ -53,17 +58,13 @@ def connect_server(tmp_path_factory):
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "lmrec.cli", "spark-server", "--port", str(port)], env=env,
                             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"sc://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("Spark Connect server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
-                time.sleep(1)
-        yield f"sc://127.0.0.1:{port}"
+        try:
+            wait_for_server(url, proc=proc, timeout=180)
+        except ConnectionError as exc:
+            pytest.fail(f"{exc}:\n" + (tmp_path / "server.log").read_text()[-3000:])
+        yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
