@@ -5,8 +5,10 @@ object store (moto's server on loopback) through s3a:// (hadoop-aws), against th
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +20,7 @@ import pandas as pd
 import pytest
 
 from lmrec.core import schema as S
-from tests.conftest import D3
+from tests.conftest import D3, free_port
 from tests.infra.conftest import S3_KEYS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,15 +28,16 @@ JOBS = "ingest,rating_matrix,embed_items,embed_users,train,gate,score,validate"
 pytestmark = pytest.mark.spark
 
 
-def _start_jobs(home: Path, source: Path, **env) -> subprocess.Popen:
-    """Start every job for D3 in one ``lmrec pipeline`` process (stderr to ``home/pipeline.log``)."""
+def _start_jobs(home: Path, source: Path, jobs: str = JOBS, **env) -> subprocess.Popen:
+    """Start ``jobs`` (default: every job) for D3 in one ``lmrec pipeline`` process (stderr appended
+    to ``home/pipeline.log``)."""
     home.mkdir(parents=True, exist_ok=True)
     full = {**os.environ, "LMREC_HOME": str(home), "LMREC_SPARK_UI": "0", "LMREC_SHUFFLE_PARTITIONS": "2",
             "LMREC_TRAIN_EPOCHS": "2", "LMREC_TRAIN_ALS": "0", "LMREC_OPTIMIZE": "0", "LMREC_DRIVER_MEMORY": "2g",
             "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOCAL_HOSTNAME": "127.0.0.1", **env}
     return subprocess.Popen([sys.executable, "-m", "lmrec.cli", "pipeline", "--date", str(D3), "--source", str(source),
-                             "--jobs", JOBS], env=full, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=(home / "pipeline.log").open("w"))
+                             "--jobs", jobs], env=full, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=(home / "pipeline.log").open("a"))
 
 
 def _wait(proc: subprocess.Popen, home: Path) -> None:
@@ -54,37 +57,72 @@ def _table(uri: str, s3: str | None = None) -> pd.DataFrame:
     return df[df[S.COL_RUN_DATE].astype(str) == str(D3)] if S.COL_RUN_DATE in df.columns else df
 
 
-def _completed_apps(status_url: str, wait_s: float = 60) -> list[str]:
-    """Names of the master's completed applications, once there is one or after ``wait_s``."""
+def _completed_apps(status_url: str, wait_s: float = 60, want: int = 1) -> list[str]:
+    """Names of the master's completed applications, once there are ``want`` or after ``wait_s``."""
     deadline = time.monotonic() + wait_s
     while True:
         with urllib.request.urlopen(status_url, timeout=5) as r:
             names = [a["name"] for a in json.load(r)["completedapps"]]
-        if names or time.monotonic() > deadline:
+        if len(names) >= want or time.monotonic() > deadline:
             return names
         time.sleep(1)
+
+
+def _compose_connect_server(port: int, log: Path, **env) -> subprocess.Popen:
+    """The compose stack's ``spark-connect`` service as a process: its entrypoint and flags read
+    from ``infra/docker-compose.yml`` (the port swapped for a free one), in a process group."""
+    import yaml
+
+    argv = list(yaml.safe_load((REPO / "infra" / "docker-compose.yml").read_text())["services"]["spark-connect"]["entrypoint"])
+    assert argv[0] == "lmrec"
+    argv[argv.index("--port") + 1] = str(port)
+    full = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOCAL_HOSTNAME": "127.0.0.1", "LMREC_SPARK_UI": "0",
+            "LMREC_SHUFFLE_PARTITIONS": "2", "LMREC_DRIVER_MEMORY": "3g", **env}
+    return subprocess.Popen([sys.executable, "-m", "lmrec.cli", *argv[1:]], env=full, cwd=REPO, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
 # 8.5 of make test's 28 minutes: in the slow set (make test-all), like the production-parity test that
 # runs the whole DAG on the same cluster.
 @pytest.mark.slow
 def test_standalone_cluster_on_object_storage_equals_local(tmp_path, demo_source, spark_cluster, s3_server):
-    # Both runs at once (independent homes): most of their time is JVM and Delta latency, not CPU.
+    """Three runs (independent homes): on ``local[2]``, beside the two on the cluster (most of their
+    time is JVM and Delta latency, not CPU); on the cluster with a driver of the jobs' own; then on
+    the cluster through the compose stack's Spark Connect server (its flags read from
+    docker-compose.yml), the jobs in two processes as tasks would run them."""
+    from lmrec.core.spark import wait_for_server
+
+    s3 = {"LMREC_S3_ENDPOINT": s3_server, **S3_KEYS}
     local_run = _start_jobs(tmp_path / "local", demo_source, SPARK_MASTER="local[2]")
     cluster_run = _start_jobs(tmp_path / "cluster", demo_source, SPARK_MASTER=spark_cluster["url"],
-                              LMREC_WAREHOUSE="s3a://lmrec/warehouse", LMREC_S3_ENDPOINT=s3_server, **S3_KEYS)
-    _wait(local_run, tmp_path / "local")
+                              LMREC_WAREHOUSE="s3a://lmrec/warehouse", **s3)
+    # A standalone application takes every free core: the server starts once the first one is done.
     _wait(cluster_run, tmp_path / "cluster")
-    # The jobs really ran as an application of the cluster. The master moves an application to
-    # "completed" asynchronously after its driver exits, so poll for a while.
-    assert _completed_apps(spark_cluster["status"]) == ["lmrec-pipeline-" + str(D3)]
+    port = free_port()
+    server = _compose_connect_server(port, tmp_path / "connect-server.log", SPARK_MASTER=spark_cluster["url"],
+                                     LMREC_HOME=str(tmp_path / "connect-server"), **s3)
+    try:
+        url = f"sc://127.0.0.1:{port}"
+        wait_for_server(url, proc=server, timeout=300)
+        for jobs in (JOBS.split(",")[:4], JOBS.split(",")[4:]):  # as tasks do: processes of their own
+            _wait(_start_jobs(tmp_path / "connect", demo_source, ",".join(jobs), LMREC_SPARK_REMOTE=url,
+                              LMREC_WAREHOUSE="s3a://lmrec/connect", **s3), tmp_path / "connect")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)
+    _wait(local_run, tmp_path / "local")
+    # The jobs really ran as applications of the cluster: the pipeline's own driver, and the server
+    # (one application for both job processes). The master moves an application to "completed"
+    # asynchronously after its driver exits, so poll for a while.
+    assert sorted(_completed_apps(spark_cluster["status"], want=2)) == ["lmrec-pipeline-" + str(D3), "lmrec-spark-server"]
 
     local = str(tmp_path / "local" / "warehouse")
-    for name, key in [(S.RATING_MATRIX, ["user_id", "item_id"]), (S.RECOMMENDATIONS, ["user_id", "rank"]),
-                      (S.QUARANTINE, None), (S.ITEM_EMBEDDINGS, ["item_id"]), (S.USER_EMBEDDINGS, ["user_id"])]:
+    for (name, key), where in itertools.product(
+            [(S.RATING_MATRIX, ["user_id", "item_id"]), (S.RECOMMENDATIONS, ["user_id", "rank"]), (S.QUARANTINE, None),
+             (S.ITEM_EMBEDDINGS, ["item_id"]), (S.USER_EMBEDDINGS, ["user_id"])], ("warehouse", "connect")):
         a = _table(f"{local}/{name}")
-        b = _table(f"s3://lmrec/warehouse/{name}", s3_server)
-        assert len(a) == len(b), f"{name}: {len(a)} rows locally, {len(b)} on the cluster"
+        b = _table(f"s3://lmrec/{where}/{name}", s3_server)
+        assert len(a) == len(b), f"{name}: {len(a)} rows locally, {len(b)} on the cluster ({where})"
         if key is None:
             continue
         a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)

@@ -106,7 +106,27 @@ def test_compose_stack_is_complete_and_consistent():
     # The jobs see the warehouse on the object store and MLflow as a server.
     worker_env = services["spark-worker-1"]["environment"]
     assert worker_env["LMREC_WAREHOUSE"].startswith("s3a://") and worker_env["MLFLOW_TRACKING_URI"].startswith("http://mlflow")
-    assert services["airflow-scheduler"]["environment"]["LMREC_RUNNER"] == "spark-submit"
+    # Tasks submit their jobs by default; the "connect" profile's server is there to opt into.
+    airflow_env = services["airflow-scheduler"]["environment"]
+    assert airflow_env["LMREC_RUNNER"] == "${LMREC_RUNNER}" and env_example["LMREC_RUNNER"] == "spark-submit"
+    assert airflow_env["LMREC_SPARK_REMOTE"] == "${LMREC_SPARK_REMOTE}" and env_example["LMREC_SPARK_REMOTE"] == ""
+    assert not any(s.get("profiles") for n, s in services.items() if n != "spark-connect")
+
+
+def test_compose_spark_connect_service_is_the_tested_server():
+    """The "connect" profile's server: ``lmrec spark-server`` with flags the command accepts, on the
+    port the documented LMREC_SPARK_REMOTE names, healthy when it listens, a driver the executors
+    reach by name; the DAG's clash check keeps it apart from spark-submit."""
+    from lmrec.cli import build_parser
+
+    svc = _compose()["services"]["spark-connect"]
+    assert svc["profiles"] == ["connect"] and svc["image"].startswith("lmrec:")
+    assert svc["entrypoint"][:2] == ["lmrec", "spark-server"]
+    args = build_parser().parse_args(svc["entrypoint"][1:])
+    assert (args.host, args.port, args.print) == ("0.0.0.0", 15002, False)
+    assert svc["hostname"] == "spark-connect" and svc["environment"]["SPARK_MASTER"].startswith("spark://")
+    assert "sc://spark-connect:15002" in (INFRA / ".env.example").read_text()
+    assert "wait_for_server('sc://127.0.0.1:15002'" in " ".join(svc["healthcheck"]["test"])
 
 
 def _manifests():
