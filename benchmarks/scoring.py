@@ -176,7 +176,7 @@ def next_night(spark, ratings: pd.DataFrame, changed_share: float = 0.01) -> str
 
     def incremental():
         merged = merge_rows(m1, users[kept], U1[kept], X[kept], K, changed, cols[kept], vals[kept], why[kept])
-        out["inc"] = pd.concat([merged, recommend(spark, m1, users[~kept], U1[~kept], X[~kept], K).toPandas()])
+        out["inc"] = pd.concat([merged.to_pandas(), recommend(spark, m1, users[~kept], U1[~kept], X[~kept], K).toPandas()])
 
     timed(rows, "next night", "lmrec score kernel, every user again", full)
     timed(rows, "next night", "lmrec incremental: kept users merged, the rest through the kernel", incremental)

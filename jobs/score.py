@@ -212,7 +212,9 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, t
         full_refresh: bool = False) -> dict:
     """Score every active user for ``run_date`` into the staging table; returns counts.
     ``full_refresh``: score everyone, ignoring D-1's lists."""
-    from lmrec.core.io import read_table, write_partition
+    import pyarrow.compute as pc
+
+    from lmrec.core.io import read_arrow, write_partition
 
     k = cfg.top_k if top_k is None else top_k
     recs, version = build_recommendations(spark, cfg, run_date, top_k=k, incremental=not full_refresh)
@@ -220,8 +222,8 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, t
     write_partition(recs, cfg, S.RECOMMENDATIONS_STAGING, run_date)
     log.info("score %s: scored and wrote %s partition in %.1fs", run_date, S.RECOMMENDATIONS_STAGING,
              time.perf_counter() - t0)
-    staged = read_table(spark, cfg, S.RECOMMENDATIONS_STAGING, run_date)
-    n_rows, n_users = staged.count(), staged.select(S.COL_USER).distinct().count()
+    staged = read_arrow(spark, cfg, S.RECOMMENDATIONS_STAGING, run_date, [S.COL_USER])[0].column(S.COL_USER)
+    n_rows, n_users = len(staged), len(pc.unique(staged))
     log.info("score %s: staged %d rows for %d users (model version %s)", run_date, n_rows, n_users, version)
     return {"rows": n_rows, "users": n_users, "model_version": version, "top_k": k}
 

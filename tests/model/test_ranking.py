@@ -56,7 +56,7 @@ def test_score_block_equals_bruteforce(alpha, gamma):
     hists[4] = np.arange(n)  # rated everything: no row at all
     users = np.array([f"u{r}" for r in range(n_users)], dtype=object)
     indptr = np.concatenate([[0], np.cumsum([len(h) for h in hists])])
-    got = ranking.score_block(ranking.as_tensors(m), users, U, indptr, np.concatenate(hists).astype(np.int64), k)
+    got = ranking.score_block(ranking.as_tensors(m), users, U, indptr, np.concatenate(hists).astype(np.int64), k).to_pandas()
 
     expect = []
     for r, h in enumerate(hists):
@@ -102,8 +102,8 @@ def test_merging_yesterdays_lists_with_changed_items_equals_scoring_again(alpha,
     users = np.array([f"u{r}" for r in range(n_users)], dtype=object)
     indptr = np.concatenate([[0], np.cumsum([len(h) for h in hists])])
     indices = np.concatenate(hists).astype(np.int64)
-    prev = ranking.score_block(ranking.as_tensors(yesterday), users, U, indptr, indices, k)
-    full = ranking.score_block(ranking.as_tensors(today), users, U, indptr, indices, k)
+    prev = ranking.score_block(ranking.as_tensors(yesterday), users, U, indptr, indices, k).to_pandas()
+    full = ranking.score_block(ranking.as_tensors(today), users, U, indptr, indices, k).to_pandas()
 
     pos = {f"i{j}": j for j in range(n)}
     prev_cols = np.full((n_users, k), -1)
@@ -120,7 +120,7 @@ def test_merging_yesterdays_lists_with_changed_items_equals_scoring_again(alpha,
     sub_ptr = np.concatenate([[0], np.cumsum(np.diff(indptr)[ku])])
     sub_idx = np.concatenate([indices[indptr[u]:indptr[u + 1]] for u in ku]).astype(np.int64)
     got = ranking.merge_block(ranking.as_tensors(today), users[ku], U[ku], sub_ptr, sub_idx, k, changed,
-                              prev_cols[ku], prev_vals[ku], prev_because[ku])
+                              prev_cols[ku], prev_vals[ku], prev_because[ku]).to_pandas()
     want = full[full[S.COL_USER].isin(users[ku])].reset_index(drop=True)
     assert (got[S.COL_ITEM].isin(today["item_ids"][changed])).any()  # the merge did bring changed items in
     pd.testing.assert_frame_equal(got.reset_index(drop=True), want, check_dtype=False)
@@ -140,7 +140,7 @@ def test_spark_partitions_and_blocks_equal_one_block(spark, where):
     seen = sp.random(n_users, n, density=0.15, format="csr", random_state=5)
     seen.data[:] = 1
     users = np.array([f"u{r}" for r in range(n_users)], dtype=object)
-    whole = ranking.score_block(ranking.as_tensors(m), users, U, seen.indptr, seen.indices.astype(np.int64), k)
+    whole = ranking.score_block(ranking.as_tensors(m), users, U, seen.indptr, seen.indices.astype(np.int64), k).to_pandas()
     got = ranking.recommend(spark, m, users, U, seen, k, users_per_partition=10, block=4, where=where).toPandas()
     key = [S.COL_USER, S.COL_RANK]
     pd.testing.assert_frame_equal(got.sort_values(key).reset_index(drop=True),
