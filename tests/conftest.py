@@ -14,6 +14,21 @@ D2 = dt.date(2024, 6, 29)
 D3 = dt.date(2024, 6, 30)
 
 
+_MLFLOW_URI_AT_START = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+@pytest.fixture(autouse=True)
+def _no_mlflow_uri_from_earlier_tests():
+    """``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI (for child processes): after a
+    test that used MLflow in this process, a later test's jobs started as processes would inherit
+    that test's store and register into it. Each test ends with the variable as the session began."""
+    yield
+    if _MLFLOW_URI_AT_START is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = _MLFLOW_URI_AT_START
+
+
 def free_port() -> int:
     """A TCP port free on loopback now (for servers the tests start)."""
     import socket
