@@ -20,6 +20,7 @@ Sizes scale users and items together (the generator's ratings per user fixed so 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -122,34 +123,33 @@ def main() -> None:
         entry = {"ratings": counts.get("ratings"), "users": int(FULL["users"] * f), "items": int(FULL["items"] * f),
                  "night1": []}  # saved after every job, so --resume works after a kill as well
         night1 = entry["night1"]
-        server = start_server(env, home / "server.log") if args.connect else None
-        if server is not None:
-            env["LMREC_SPARK_REMOTE"] = server["url"]
-            entry["server_start_s"] = server["start_s"]
-        done = {r["job"]: r for r in results.get(label, {}).get("night1", []) if r["ok"]} if args.resume else {}
-        for name in JOBS:
-            if name in done and len(night1) == JOBS.index(name):  # only a prefix of finished jobs is kept
-                night1.append({**done[name], "resumed": True})
-                continue
-            r = run_job(name, D, env, home / "jobs.log")
-            night1.append(r)
-            print(f"[{label}] night 1 {r}", flush=True)
-            save(args.root, results, label, entry)
-            if not r["ok"]:
-                break
-        if label in args.next_night.split(",") and all(r["ok"] for r in night1):
-            changes = next_night(src, home / "source2", D)
-            env2 = {**env, "LMREC_SOURCE": str(home / "source2")}
-            entry.update(night2=[], night2_changes=changes)
+        with contextlib.ExitStack() as server:  # the Connect server, if any, lives for both nights
+            if args.connect:
+                env["LMREC_SPARK_REMOTE"], entry["server_start_s"], mem = start_server(server, env, home / "server.log")
+            done = {r["job"]: r for r in results.get(label, {}).get("night1", []) if r["ok"]} if args.resume else {}
             for name in JOBS:
-                r = run_job(name, D + dt.timedelta(days=1), env2, home / "jobs.log")
-                entry["night2"].append(r)
-                print(f"[{label}] night 2 {r}", flush=True)
+                if name in done and len(night1) == JOBS.index(name):  # only a prefix of finished jobs is kept
+                    night1.append({**done[name], "resumed": True})
+                    continue
+                r = run_job(name, D, env, home / "jobs.log")
+                night1.append(r)
+                print(f"[{label}] night 1 {r}", flush=True)
                 save(args.root, results, label, entry)
                 if not r["ok"]:
                     break
-        if server is not None:
-            entry["server_peak_gib"] = stop_server(server)
+            if label in args.next_night.split(",") and all(r["ok"] for r in night1):
+                changes = next_night(src, home / "source2", D)
+                env2 = {**env, "LMREC_SOURCE": str(home / "source2")}
+                entry.update(night2=[], night2_changes=changes)
+                for name in JOBS:
+                    r = run_job(name, D + dt.timedelta(days=1), env2, home / "jobs.log")
+                    entry["night2"].append(r)
+                    print(f"[{label}] night 2 {r}", flush=True)
+                    save(args.root, results, label, entry)
+                    if not r["ok"]:
+                        break
+        if args.connect:
+            entry["server_peak_gib"] = round(mem.peak / 1024, 2)
         results[label] = entry
         save(args.root, results, label, entry)
     labels = args.sizes.split(",")
@@ -161,40 +161,17 @@ def main() -> None:
 RESULTS_FILE = "results.json"
 
 
-def start_server(env: dict, log: Path) -> dict:
-    """``lmrec spark-server`` on a free port with the size's settings; its URL, process, seconds
-    until it listened, and a peak-memory sampler over its life."""
-    import socket
+def start_server(stack: contextlib.ExitStack, env: dict, log: Path):
+    """``lmrec spark-server`` on a free port with the size's settings, for the life of ``stack``:
+    its URL, the seconds until it listened, and a peak-memory sampler of it (read once ``stack``
+    is closed)."""
+    from lmrec.core.spark import spark_server
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     t0 = time.perf_counter()
-    fh = log.open("a")
-    proc = subprocess.Popen([sys.executable, "-m", "lmrec.cli", "spark-server", "--port", str(port)], env=env,
-                            cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    from lmrec.core.spark import wait_for_server
-
-    url = f"sc://127.0.0.1:{port}"
-    try:
-        wait_for_server(url, proc=proc, timeout=600)
-    except ConnectionError as exc:
-        raise SystemExit(f"{exc}; see {log}") from None
-    mem = PeakMemory(interval=0.5, pid=proc.pid).__enter__()
-    print(f"Spark Connect server on port {port} in {time.perf_counter() - t0:.1f}s", flush=True)
-    return {"url": url, "proc": proc, "log": fh, "mem": mem,
-            "start_s": round(time.perf_counter() - t0, 1)}
-
-
-def stop_server(server: dict) -> float:
-    """Stop the server (its process group); its peak memory in GiB."""
-    import signal
-
-    server["mem"].__exit__(None, None, None)
-    os.killpg(server["proc"].pid, signal.SIGTERM)
-    server["proc"].wait(60)
-    server["log"].close()
-    return round(server["mem"].peak / 1024, 2)
+    url, proc = stack.enter_context(spark_server(env, log, timeout=600))
+    start_s = round(time.perf_counter() - t0, 1)
+    print(f"Spark Connect server at {url} in {start_s:.1f}s", flush=True)
+    return url, start_s, stack.enter_context(PeakMemory(interval=0.5, pid=proc.pid))
 
 
 def save(root: str, results: dict, label: str, entry: dict) -> None:

@@ -11,8 +11,10 @@ work both ways asks ``lmrec.core.io.is_connect``, :func:`master` and :func:`para
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Sequence
 from importlib import metadata
 from urllib.parse import urlparse
 from pathlib import Path
@@ -201,6 +203,49 @@ def wait_for_server(url: str, *, proc=None, timeout: float = 180.0) -> float:
             if time.monotonic() - t0 > timeout:
                 raise ConnectionError(f"no Spark Connect server listened at {url} within {timeout:.0f} s") from None
             time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def spark_server(env: dict, log: Path, *, argv: Sequence[str] = ("spark-server",), port: int | None = None,
+                 timeout: float = 180.0):
+    """``lmrec <argv>`` (a Spark Connect server: ``lmrec spark-server`` and its flags) on ``port``
+    (a free one by default) for the ``with`` block, as a process group of its own with ``env`` and
+    its output appended to ``log``. Yields ``(url, proc)`` once it listens; on exit the group gets
+    SIGTERM, and SIGKILL after 60 s. A server that does not listen within ``timeout`` is stopped
+    and raises ConnectionError with the end of its log (Spark's output: no user data)."""
+    import signal
+    import subprocess
+    import sys
+
+    if port is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+    argv = list(argv)
+    if "--port" in argv:
+        argv[argv.index("--port") + 1] = str(port)
+    else:
+        argv += ["--port", str(port)]
+    url = f"sc://127.0.0.1:{port}"
+    with Path(log).open("a") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "lmrec.cli", *argv], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            try:
+                wait_for_server(url, proc=proc, timeout=timeout)
+            except ConnectionError as exc:
+                out.flush()
+                raise ConnectionError(f"{exc}; the end of {log}:\n{Path(log).read_text(errors='replace')[-3000:]}") from None
+            yield url, proc
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # the JVM is a child: the whole group goes
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def master(spark) -> str:

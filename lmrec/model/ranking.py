@@ -179,7 +179,7 @@ def as_tensors(m: dict) -> dict:
     import torch
 
     t = dict(m)
-    t["item_ids_arrow"] = pa.array(m["item_ids"], pa.string())
+    t["item_ids_arrow"] = m["item_ids"] if isinstance(m["item_ids"], pa.Array) else string_array(m["item_ids"])
     for key in ("I", "beta", "I_norm", "ease_B"):
         t[key] = torch.from_numpy(np.ascontiguousarray(m[key], dtype=np.float32))
     t["ease_pos"] = torch.from_numpy(np.asarray(m["ease_pos"], dtype=np.int64))
@@ -188,15 +188,20 @@ def as_tensors(m: dict) -> dict:
     return t
 
 
+def string_array(ids):
+    """Ids (any array-like) as one Arrow string array: converted once, then sliced and taken from."""
+    import pyarrow as pa
+
+    return pa.array(np.asarray(ids).astype(str).astype(object), pa.string())
+
+
 def _rows(users, cols: np.ndarray, vals: np.ndarray, because_: np.ndarray, ids):
     """One block's output rows (an Arrow table of :data:`ROWS`): the valid (``cols >= 0``, a prefix
     of each row) top-k entries, ranked from 1, with ``because_item_id`` (null without history).
-    ``users``: the block's ids (array of str or Arrow strings); ``ids``: every item id (Arrow
-    strings, indexed by position). Built with Arrow's ``take``: no Python string objects."""
+    ``users``: the block's ids, ``ids``: every item id (indexed by position), both Arrow string
+    arrays (:func:`string_array`). Built with Arrow's ``take``: no Python string objects."""
     import pyarrow as pa
 
-    users = users if isinstance(users, pa.Array) else pa.array(np.asarray(users, dtype=object), pa.string())
-    ids = ids if isinstance(ids, pa.Array) else pa.array(np.asarray(ids, dtype=object), pa.string())
     valid = cols >= 0
     b = because_[valid]
     return pa.table({S.COL_USER: users.take(np.repeat(np.arange(len(cols)), valid.sum(1))),
@@ -244,7 +249,7 @@ def score_partitions(bc, k: int, users_per_partition: int, block: int = BLOCK):
             for p in batch.column("id").to_pylist():
                 end = min((p + 1) * users_per_partition, len(m["users"]))
                 for s, e, bptr, bidx in _blocks(ptr, idx, p * users_per_partition, end, block):
-                    yield from score_block(m, m["users"][s:e], m["U"][s:e], bptr, bidx, k).to_batches()
+                    yield from score_block(m, m["users"].slice(s, e - s), m["U"][s:e], bptr, bidx, k).to_batches()
 
     return fn
 
@@ -312,7 +317,7 @@ def score_rows(model: dict, users: np.ndarray, U: np.ndarray, seen, k: int, *, b
     try:
         m, seen = as_tensors(model), seen.tocsr()
         ptr, idx = seen.indptr.astype(np.int64), seen.indices.astype(np.int64)
-        users = pa.array(np.asarray(users).astype(str).astype(object), pa.string())
+        users = string_array(users)
         block = block or driver_block(len(m["item_ids"]))
         tables = [score_block(m, users.slice(s, e - s), np.asarray(U[s:e], np.float32), bptr, bidx, k)
                   for s, e, bptr, bidx in _blocks(ptr, idx, 0, len(users), block)]
@@ -336,7 +341,7 @@ def recommend(spark, model: dict, users: np.ndarray, U: np.ndarray, seen, k: int
         rows = score_rows(model, users, U, seen, k, block=block, threads=parallelism(spark))
         return spark.createDataFrame(rows, ROWS)
     seen = seen.tocsr()
-    payload = dict(model, users=np.asarray(users).astype(str).astype(object), U=np.asarray(U, np.float32),
+    payload = dict(model, users=string_array(users), U=np.asarray(U, np.float32),
                    seen_indptr=seen.indptr.astype(np.int64), seen_indices=seen.indices.astype(np.int32))
     bc = spark.sparkContext.broadcast(payload)
     n_parts = max(1, -(-len(users) // users_per_partition))
@@ -370,26 +375,32 @@ def merge_rows(model: dict, users: np.ndarray, U: np.ndarray, seen, k: int, chan
     m = as_tensors(model)
     seen = seen.tocsr()
     ptr, idx = seen.indptr.astype(np.int64), seen.indices.astype(np.int64)
-    frames = [merge_block(m, np.asarray(users[s:e]).astype(str).astype(object), np.asarray(U[s:e], np.float32),
+    users = string_array(users)
+    frames = [merge_block(m, users.slice(s, e - s), np.asarray(U[s:e], np.float32),
                           bptr, bidx, k, changed, prev_cols[s:e], prev_vals[s:e], prev_because[s:e])
               for s, e, bptr, bidx in _blocks(ptr, idx, 0, len(users), block)]
     return pa.concat_tables(frames)
 
 
-def popular_rows(users: np.ndarray, seen, popular: np.ndarray, item_ids: np.ndarray, k: int,
-                 block: int = 4096) -> pd.DataFrame:
-    """The popularity fallback: each user's ``k`` most popular candidate items (``popular``, -inf
-    for non-candidates) that the user has not rated (``seen``: their rows of the interaction matrix)."""
+def popular_rows(users: np.ndarray, seen, popular: np.ndarray, item_ids: np.ndarray, k: int, block: int = 4096):
+    """The popularity fallback, an Arrow table of :data:`ROWS`: each user's ``k`` most popular
+    candidate items (``popular``, -inf for non-candidates) that the user has not rated (``seen``:
+    their rows of the interaction matrix); ``because_item_id`` null."""
+    import pyarrow as pa
+
     order = np.argsort(-popular, kind="stable")
     order = order[np.isfinite(popular[order])]
     most_seen = int(seen.getnnz(axis=1).max()) if seen.shape[0] else 0
     cand = order[: k + most_seen]  # enough for everyone after removing what they rated
-    frames = []
+    users, ids = string_array(users), string_array(np.asarray(item_ids)[cand])
+    tables = []
     for s in range(0, len(users), block):
         unseen = ~(seen[s:s + block][:, cand].toarray() > 0)  # (B, len(cand))
         rank = np.cumsum(unseen, axis=1)
         r, c = np.nonzero(unseen & (rank <= k))
-        frames.append(pd.DataFrame({S.COL_USER: users[s + r], S.COL_RANK: rank[r, c].astype(np.int32),
-                                    S.COL_ITEM: item_ids[cand[c]].astype(str), S.COL_SCORE: popular[cand[c]],
-                                    S.COL_BECAUSE: None}))
-    return pd.concat(frames, ignore_index=True)
+        tables.append(pa.table({S.COL_USER: users.take(s + r), S.COL_RANK: rank[r, c].astype(np.int32),
+                                S.COL_ITEM: ids.take(c), S.COL_SCORE: popular[cand[c]].astype(np.float64),
+                                S.COL_BECAUSE: pa.nulls(len(r), pa.string())}))
+    none = np.zeros(0, np.int64)
+    return pa.concat_tables(tables) if tables else _rows(users, none.reshape(0, k), none.reshape(0, k).astype(np.float32),
+                                                         none.reshape(0, k), ids)

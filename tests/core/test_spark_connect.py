@@ -4,7 +4,6 @@ same tables as with a Spark session of the job's own, and a clear error when no 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lmrec.core.spark import connect_server_args, connect_session, wait_for_server
+from lmrec.core.spark import connect_server_args, connect_session, spark_server, wait_for_server
 from tests.conftest import D3, free_port, make_cfg
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,31 +46,19 @@ def test_no_server_is_a_clear_error_at_once(tmp_path):
         wait_for_server(f"sc://127.0.0.1:{port}", proc=dead, timeout=60)
     with pytest.raises(ValueError, match="sc://host:port"):
         connect_session(make_cfg(tmp_path, LMREC_SPARK_REMOTE="http://127.0.0.1:15002"))
+    # A server that cannot start: the error carries the end of its log, and nothing is left running.
+    with pytest.raises(ConnectionError, match=r"(?s)exited with code 2 before it listened.*--no-such-flag"):
+        with spark_server(dict(os.environ), tmp_path / "bad-server.log", argv=("spark-server", "--no-such-flag")):
+            pytest.fail("the server should not have started")
 
 
 @pytest.fixture(scope="module")
 def connect_server(tmp_path_factory):
     """``lmrec spark-server`` on a free port, as a process group of its own; yields its URL."""
     tmp_path = tmp_path_factory.mktemp("connect-server")
-    port = free_port()
     env = {**os.environ, **ENV, "LMREC_HOME": str(tmp_path / "server-home")}
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "lmrec.cli", "spark-server", "--port", str(port)], env=env,
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"sc://127.0.0.1:{port}"
-    try:
-        try:
-            wait_for_server(url, proc=proc, timeout=180)
-        except ConnectionError as exc:
-            pytest.fail(f"{exc}:\n" + (tmp_path / "server.log").read_text()[-3000:])
+    with spark_server(env, tmp_path / "server.log") as (url, _):
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 def _tables(home: Path, name: str, keys: list[str]):

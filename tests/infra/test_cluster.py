@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pandas as pd
 import pytest
 
 from lmrec.core import schema as S
-from tests.conftest import D3, free_port
+from tests.conftest import D3
 from tests.infra.conftest import S3_KEYS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,18 +67,19 @@ def _completed_apps(status_url: str, wait_s: float = 60, want: int = 1) -> list[
         time.sleep(1)
 
 
-def _compose_connect_server(port: int, log: Path, **env) -> subprocess.Popen:
-    """The compose stack's ``spark-connect`` service as a process: its entrypoint and flags read
-    from ``infra/docker-compose.yml`` (the port swapped for a free one), in a process group."""
+def _compose_connect_server(log: Path, **env):
+    """The compose stack's ``spark-connect`` service as a process group (a context manager yielding
+    its URL and process): its entrypoint and flags read from ``infra/docker-compose.yml``, the port
+    swapped for a free one."""
     import yaml
+
+    from lmrec.core.spark import spark_server
 
     argv = list(yaml.safe_load((REPO / "infra" / "docker-compose.yml").read_text())["services"]["spark-connect"]["entrypoint"])
     assert argv[0] == "lmrec"
-    argv[argv.index("--port") + 1] = str(port)
     full = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOCAL_HOSTNAME": "127.0.0.1", "LMREC_SPARK_UI": "0",
             "LMREC_SHUFFLE_PARTITIONS": "2", "LMREC_DRIVER_MEMORY": "3g", **env}
-    return subprocess.Popen([sys.executable, "-m", "lmrec.cli", *argv[1:]], env=full, cwd=REPO, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return spark_server(full, log, argv=argv[1:], timeout=300)
 
 
 # 8.5 of make test's 28 minutes: in the slow set (make test-all), like the production-parity test that
@@ -90,26 +90,17 @@ def test_standalone_cluster_on_object_storage_equals_local(tmp_path, demo_source
     time is JVM and Delta latency, not CPU); on the cluster with a driver of the jobs' own; then on
     the cluster through the compose stack's Spark Connect server (its flags read from
     docker-compose.yml), the jobs in two processes as tasks would run them."""
-    from lmrec.core.spark import wait_for_server
-
     s3 = {"LMREC_S3_ENDPOINT": s3_server, **S3_KEYS}
     local_run = _start_jobs(tmp_path / "local", demo_source, SPARK_MASTER="local[2]")
     cluster_run = _start_jobs(tmp_path / "cluster", demo_source, SPARK_MASTER=spark_cluster["url"],
                               LMREC_WAREHOUSE="s3a://lmrec/warehouse", **s3)
     # A standalone application takes every free core: the server starts once the first one is done.
     _wait(cluster_run, tmp_path / "cluster")
-    port = free_port()
-    server = _compose_connect_server(port, tmp_path / "connect-server.log", SPARK_MASTER=spark_cluster["url"],
-                                     LMREC_HOME=str(tmp_path / "connect-server"), **s3)
-    try:
-        url = f"sc://127.0.0.1:{port}"
-        wait_for_server(url, proc=server, timeout=300)
+    with _compose_connect_server(tmp_path / "connect-server.log", SPARK_MASTER=spark_cluster["url"],
+                                 LMREC_HOME=str(tmp_path / "connect-server"), **s3) as (url, _):
         for jobs in (JOBS.split(",")[:4], JOBS.split(",")[4:]):  # as tasks do: processes of their own
             _wait(_start_jobs(tmp_path / "connect", demo_source, ",".join(jobs), LMREC_SPARK_REMOTE=url,
                               LMREC_WAREHOUSE="s3a://lmrec/connect", **s3), tmp_path / "connect")
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(60)
     _wait(local_run, tmp_path / "local")
     # The jobs really ran as applications of the cluster: the pipeline's own driver, and the server
     # (one application for both job processes). The master moves an application to "completed"

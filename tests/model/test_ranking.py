@@ -56,7 +56,7 @@ def test_score_block_equals_bruteforce(alpha, gamma):
     hists[4] = np.arange(n)  # rated everything: no row at all
     users = np.array([f"u{r}" for r in range(n_users)], dtype=object)
     indptr = np.concatenate([[0], np.cumsum([len(h) for h in hists])])
-    got = ranking.score_block(ranking.as_tensors(m), users, U, indptr, np.concatenate(hists).astype(np.int64), k).to_pandas()
+    got = ranking.score_block(ranking.as_tensors(m), ranking.string_array(users), U, indptr, np.concatenate(hists).astype(np.int64), k).to_pandas()
 
     expect = []
     for r, h in enumerate(hists):
@@ -102,8 +102,8 @@ def test_merging_yesterdays_lists_with_changed_items_equals_scoring_again(alpha,
     users = np.array([f"u{r}" for r in range(n_users)], dtype=object)
     indptr = np.concatenate([[0], np.cumsum([len(h) for h in hists])])
     indices = np.concatenate(hists).astype(np.int64)
-    prev = ranking.score_block(ranking.as_tensors(yesterday), users, U, indptr, indices, k).to_pandas()
-    full = ranking.score_block(ranking.as_tensors(today), users, U, indptr, indices, k).to_pandas()
+    prev = ranking.score_block(ranking.as_tensors(yesterday), ranking.string_array(users), U, indptr, indices, k).to_pandas()
+    full = ranking.score_block(ranking.as_tensors(today), ranking.string_array(users), U, indptr, indices, k).to_pandas()
 
     pos = {f"i{j}": j for j in range(n)}
     prev_cols = np.full((n_users, k), -1)
@@ -119,7 +119,7 @@ def test_merging_yesterdays_lists_with_changed_items_equals_scoring_again(alpha,
     ku = np.flatnonzero(kept)
     sub_ptr = np.concatenate([[0], np.cumsum(np.diff(indptr)[ku])])
     sub_idx = np.concatenate([indices[indptr[u]:indptr[u + 1]] for u in ku]).astype(np.int64)
-    got = ranking.merge_block(ranking.as_tensors(today), users[ku], U[ku], sub_ptr, sub_idx, k, changed,
+    got = ranking.merge_block(ranking.as_tensors(today), ranking.string_array(users[ku]), U[ku], sub_ptr, sub_idx, k, changed,
                               prev_cols[ku], prev_vals[ku], prev_because[ku]).to_pandas()
     want = full[full[S.COL_USER].isin(users[ku])].reset_index(drop=True)
     assert (got[S.COL_ITEM].isin(today["item_ids"][changed])).any()  # the merge did bring changed items in
@@ -140,7 +140,7 @@ def test_spark_partitions_and_blocks_equal_one_block(spark, where):
     seen = sp.random(n_users, n, density=0.15, format="csr", random_state=5)
     seen.data[:] = 1
     users = np.array([f"u{r}" for r in range(n_users)], dtype=object)
-    whole = ranking.score_block(ranking.as_tensors(m), users, U, seen.indptr, seen.indices.astype(np.int64), k).to_pandas()
+    whole = ranking.score_block(ranking.as_tensors(m), ranking.string_array(users), U, seen.indptr, seen.indices.astype(np.int64), k).to_pandas()
     got = ranking.recommend(spark, m, users, U, seen, k, users_per_partition=10, block=4, where=where).toPandas()
     key = [S.COL_USER, S.COL_RANK]
     pd.testing.assert_frame_equal(got.sort_values(key).reset_index(drop=True),
@@ -185,7 +185,10 @@ def test_popularity_fallback_skips_rated_items():
     popular = np.array([5.0, 9.0, 7.0, -np.inf, 1.0, 3.0])  # item 3 is not in the catalogue
     ids = np.array([f"i{j}" for j in range(6)], dtype=object)
     seen = sp.csr_matrix(np.array([[0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]], dtype=np.float32))
-    out = popular_rows(np.array(["a", "b", "c"], dtype=object), seen, popular, ids, 3, block=2)
+    table = popular_rows(np.array(["a", "b", "c"], dtype=object), seen, popular, ids, 3, block=2)
+    assert table.schema.names == [S.COL_USER, S.COL_RANK, S.COL_ITEM, S.COL_SCORE, S.COL_BECAUSE]
+    out = table.to_pandas()
+    assert out[S.COL_BECAUSE].isna().all()
     got = {u: list(g.sort_values(S.COL_RANK)[S.COL_ITEM]) for u, g in out.groupby(S.COL_USER)}
     assert got == {"a": ["i2", "i0", "i5"], "b": ["i1", "i2", "i0"], "c": ["i5", "i4"]}
     assert list(out[out[S.COL_USER] == "c"][S.COL_RANK]) == [1, 2]
