@@ -47,10 +47,14 @@ def cmd_pipeline(args) -> None:
 def cmd_spark_server(args) -> None:
     import os
 
-    from lmrec.core.spark import connect_server_args
+    from lmrec.core.spark import connect_server_args, parse_conf
 
     cfg = Settings.from_env()
-    argv = connect_server_args(cfg, host=args.host, port=args.port)
+    try:
+        extra = parse_conf(args.conf)
+    except ValueError as exc:
+        raise SystemExit(f"lmrec spark-server: {exc}") from None
+    argv = connect_server_args(cfg, host=args.host, port=args.port, extra=extra)
     if args.print:
         print(" ".join(argv))
         return
@@ -192,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Stop it with Ctrl-C or SIGTERM."))
     ss.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 in a container)")
     ss.add_argument("--port", type=int, default=CONNECT_PORT, help=f"port (default {CONNECT_PORT}, Spark Connect's)")
+    ss.add_argument("--conf", action="append", default=[], metavar="spark.KEY=VALUE",
+                    help="a Spark setting of the server's own, after lmrec's (repeatable); in Kubernetes "
+                         "spark.kubernetes.driver.pod.name=$(POD_NAME) and spark.driver.host=$(POD_IP)")
     ss.add_argument("--print", action="store_true", help="print the spark-submit command instead of running it")
     ss.set_defaults(fn=cmd_spark_server)
 

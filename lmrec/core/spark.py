@@ -171,11 +171,28 @@ def connect_session(cfg: Settings):
     return SparkSession.builder.remote(cfg.spark_remote).getOrCreate()
 
 
-def connect_server_args(cfg: Settings, *, host: str = "127.0.0.1", port: int = CONNECT_PORT) -> list[str]:
+def parse_conf(pairs: Sequence[str]) -> dict[str, str]:
+    """``KEY=VALUE`` Spark settings (``lmrec spark-server --conf``) as a dict; ValueError naming the
+    bad one: not ``spark.``-prefixed ``KEY=VALUE``, or a listening setting (``--host``/``--port``)."""
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.startswith("spark.") or not value:
+            raise ValueError(f"--conf {pair!r}: expected spark.KEY=VALUE")
+        if key.startswith("spark.connect.grpc.binding."):
+            raise ValueError(f"--conf {key}: use --host and --port")
+        out[key] = value
+    return out
+
+
+def connect_server_args(cfg: Settings, *, host: str = "127.0.0.1", port: int = CONNECT_PORT,
+                        extra: dict[str, str] | None = None) -> list[str]:
     """The spark-submit command of a Spark Connect server with lmrec's configuration (Delta, the
-    master, the torch jobs' Python daemon, the table defaults), listening on ``host:port``. It has
-    no authentication: bind it to an address only the jobs reach."""
+    master, the torch jobs' Python daemon, the table defaults), listening on ``host:port``, with
+    ``extra`` settings last (in Kubernetes: the server pod's name and address). It has no
+    authentication: bind it to an address only the jobs reach."""
     conf, _, _ = with_listed_jars(cfg, spark_conf(cfg, "lmrec-spark-server", gpu=True))
+    conf.update(extra or {})
     conf["spark.connect.grpc.binding.address"] = host
     conf["spark.connect.grpc.binding.port"] = str(port)
     args = [str(_pyspark_dir() / "bin" / "spark-submit"), "--class", "org.apache.spark.sql.connect.service.SparkConnectServer"]

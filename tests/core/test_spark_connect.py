@@ -4,6 +4,7 @@ same tables as with a Spark session of the job's own, and a clear error when no 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lmrec.core.spark import connect_server_args, connect_session, spark_server, wait_for_server
+from lmrec.core.spark import connect_server_args, connect_session, parse_conf, spark_server, wait_for_server
 from tests.conftest import D3, free_port, make_cfg
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,6 +31,15 @@ def test_server_command_carries_lmrecs_conf_and_listens_where_told(tmp_path):
     assert conf["spark.master"] == "local[2]" and conf["spark.sql.session.timeZone"] == "UTC"
     assert "spark.jars.packages" in conf or "spark.jars" in conf  # Delta's jars, listed or to resolve
     assert args[-1] == "spark-internal"
+    # The server's own settings (Kubernetes: its pod's name and address) come last; bad ones are named.
+    extra = parse_conf(["spark.kubernetes.driver.pod.name=lmrec-spark-connect-0", "spark.driver.host=10.0.0.7"])
+    args = connect_server_args(make_cfg(tmp_path), port=15123, extra=extra)
+    conf = dict(a.split("=", 1) for a in args[3:-1] if a != "--conf")
+    assert conf["spark.kubernetes.driver.pod.name"] == "lmrec-spark-connect-0" and conf["spark.driver.host"] == "10.0.0.7"
+    for bad, message in (("spark.driver.host", "expected spark.KEY=VALUE"), ("driver.host=x", "expected spark.KEY=VALUE"),
+                         ("spark.connect.grpc.binding.port=1", "use --host and --port")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parse_conf([bad])
 
 
 def test_no_server_is_a_clear_error_at_once(tmp_path):

@@ -173,6 +173,50 @@ def test_kubernetes_manifests_parse_and_reference_what_exists():
     assert {k for k in env if k.startswith("LMREC_")} <= known
 
 
+def test_kubernetes_spark_connect_server_is_the_tested_server(tmp_path):
+    """spark-connect.yaml: the compose service's command (the one the slow cluster test runs) plus
+    the pod's own name and address as ``--conf``, which parse and reach the server's spark-submit;
+    the Service, probes, mounts, service account and NetworkPolicy agree with it."""
+    from lmrec.cli import build_parser
+    from lmrec.core.spark import connect_server_args, parse_conf
+    from tests.conftest import make_cfg
+
+    docs = {d["kind"]: d for _, d in _manifests() if d["metadata"]["name"] == "lmrec-spark-connect"}
+    assert set(docs) == {"Deployment", "Service", "NetworkPolicy"}
+    pod = docs["Deployment"]["spec"]["template"]
+    (c,) = pod["spec"]["containers"]
+    assert c["command"][:6] == _compose()["services"]["spark-connect"]["entrypoint"]
+    env = {e["name"]: e for e in c["env"]}
+    assert set(re.findall(r"\$\((\w+)\)", " ".join(c["command"]))) == {"POD_NAME", "POD_IP"}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    args = build_parser().parse_args([a.replace("$(POD_NAME)", "lmrec-spark-connect-0").replace("$(POD_IP)", "10.0.0.7")
+                                      for a in c["command"][1:]])
+    spark_submit = connect_server_args(make_cfg(tmp_path, SPARK_MASTER="k8s://https://kubernetes.default.svc"),
+                                       host=args.host, port=args.port, extra=parse_conf(args.conf))
+    assert "spark.kubernetes.driver.pod.name=lmrec-spark-connect-0" in spark_submit
+    assert "spark.driver.host=10.0.0.7" in spark_submit and "spark.connect.grpc.binding.address=0.0.0.0" in spark_submit
+    # The port: listened on, probed, served, let through; the documented URL names the Service.
+    assert c["ports"][0]["containerPort"] == args.port == c["readinessProbe"]["tcpSocket"]["port"]
+    assert docs["Service"]["spec"]["ports"][0]["targetPort"] == args.port
+    assert docs["Service"]["spec"]["selector"] == pod["metadata"]["labels"]
+    assert f"sc://lmrec-spark-connect.lmrec.svc:{docs['Service']['spec']['ports'][0]['port']}" in \
+        (INFRA / "k8s" / "lmrec-config.yaml").read_text()
+    # The executors it creates: the RBAC's service account; the Spark defaults mounted where Airflow's are.
+    assert pod["spec"]["serviceAccountName"] == "lmrec-spark"
+    values = yaml.safe_load((INFRA / "k8s" / "airflow-values.yaml").read_text())
+    airflow_conf_dir = {e["name"]: e["value"] for e in values["env"]}["SPARK_CONF_DIR"]
+    assert env["SPARK_CONF_DIR"]["value"] == airflow_conf_dir == c["volumeMounts"][0]["mountPath"]
+    assert pod["spec"]["volumes"][0]["configMap"]["name"] == "lmrec-spark-conf"
+    # No authentication: only Airflow's workers reach the Connect port, and the executors the driver.
+    policy = docs["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == pod["metadata"]["labels"]
+    airflow, executors = policy["ingress"]
+    assert airflow["ports"] == [{"port": args.port}]
+    assert airflow["from"][0]["podSelector"]["matchLabels"]["component"] == "worker"
+    assert executors["from"][0]["podSelector"]["matchLabels"] == {"spark-role": "executor"}
+
+
 def test_airflow_helm_values_use_the_project_image_and_config():
     values = yaml.safe_load((INFRA / "k8s" / "airflow-values.yaml").read_text())
     assert values["images"]["airflow"]["repository"].split("/")[-1] == "lmrec-airflow"
