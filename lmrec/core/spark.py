@@ -127,7 +127,8 @@ def get_spark(cfg: Settings | None = None, app_name: str = "lmrec", *, gpu: bool
     os.environ.setdefault("PYSPARK_PYTHON", _python())
     from filelock import FileLock
 
-    conf, manifest, listed = with_listed_jars(cfg, spark_conf(cfg, app_name, gpu=gpu))
+    base = spark_conf(cfg, app_name, gpu=gpu)
+    conf, manifest, listed = with_listed_jars(cfg, base)
     if listed:  # resolved by an earlier session: the jar files themselves, no Ivy resolution (~5 s)
         spark = _builder(SparkSession, conf).getOrCreate()
     else:
@@ -135,8 +136,10 @@ def get_spark(cfg: Settings | None = None, app_name: str = "lmrec", *, gpu: bool
         # that at once (a backfill's parallel runs on a fresh machine) corrupt each other's downloads.
         Path(cfg.ivy_cache).mkdir(parents=True, exist_ok=True)
         with FileLock(str(Path(cfg.ivy_cache) / ".lmrec-resolve.lock")):
+            conf, manifest, listed = with_listed_jars(cfg, base)  # the job we waited for may have listed them
             spark = _builder(SparkSession, conf).getOrCreate()
-            _write_manifest(manifest, spark.sparkContext.getConf().get("spark.jars", ""))
+            if not listed:
+                _write_manifest(manifest, spark.sparkContext.getConf().get("spark.jars", ""))
     spark.sparkContext.setLogLevel("ERROR")
     import delta.exceptions  # noqa: F401  (Delta's conflicts now raise as delta.exceptions classes)
 

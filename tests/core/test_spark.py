@@ -81,3 +81,48 @@ def test_listed_jars_replace_the_packages_only_while_they_exist(tmp_path):
     assert listed and swapped["spark.jars"] == f"file://{jar}" and "spark.jars.packages" not in swapped
     assert "spark.jars.packages" in conf  # the caller's conf is not changed
     assert {k: v for k, v in swapped.items() if k != "spark.jars"} == {k: v for k, v in conf.items() if k != "spark.jars.packages"}
+
+
+def test_a_start_that_waited_for_the_resolve_lock_uses_the_jars_listed_meanwhile(tmp_path, monkeypatch):
+    """Two cold starts at once (a backfill's parallel runs on a fresh machine): the second waits on
+    the resolve lock while the first resolves Delta's packages and lists the jars; it then starts
+    from those jar files instead of resolving again (and leaves the list as it is)."""
+    import types
+
+    import filelock
+    from pyspark.sql import SparkSession
+
+    from lmrec.core import spark as lspark
+
+    ivy = tmp_path / "ivy"
+    ivy.mkdir()
+    cfg = make_cfg(tmp_path, LMREC_IVY_DIR=str(ivy))
+    manifest = jars_manifest(cfg, spark_conf(cfg)["spark.jars.packages"])
+    jar = ivy / "delta.jar"
+    jar.write_bytes(b"PK")
+
+    class OtherJobResolvedWhileWeWaited:  # the lock is granted once the first job has listed its jars
+        def __init__(self, path):
+            pass
+
+        def __enter__(self):
+            _write_manifest(manifest, f"file://{jar}")
+
+        def __exit__(self, *exc):
+            return False
+
+    started = []
+
+    def builder(_cls, conf):
+        started.append(conf)
+        context = types.SimpleNamespace(setLogLevel=lambda level: None,
+                                        getConf=lambda: types.SimpleNamespace(get=lambda k, d="": "file:///elsewhere.jar"))
+        return types.SimpleNamespace(getOrCreate=lambda: types.SimpleNamespace(sparkContext=context))
+
+    monkeypatch.setattr(SparkSession, "getActiveSession", staticmethod(lambda: None))
+    monkeypatch.setattr(filelock, "FileLock", OtherJobResolvedWhileWeWaited)
+    monkeypatch.setattr(lspark, "_builder", builder)
+    lspark.get_spark(cfg)
+    (conf,) = started
+    assert conf["spark.jars"] == f"file://{jar}" and "spark.jars.packages" not in conf
+    assert manifest.read_text().split() == [f"file://{jar}"]
