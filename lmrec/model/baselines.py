@@ -6,6 +6,9 @@ Each ``fit_*`` returns ``score(users) -> (B, n_items)`` scores; higher is better
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -129,10 +132,33 @@ def fit_ease(train, n_users, n_items, *, lam: float = EASE_LAMBDA, side: np.ndar
     return ease_score_fn(X, *ease_matrix(X, lam, side=side, side_weight=side_weight), n_items)
 
 
+def sparse_dense(X, dense: np.ndarray) -> np.ndarray:
+    """``X @ dense`` (X: SciPy CSR, float32; ``dense``: (n, m) float32) on torch's thread count:
+    X's rows in one slice per thread, each multiplied by SciPy (which releases the GIL). Every
+    output row is computed exactly as in one product. Measured for a block of EASE scores, 3,355
+    users, 2 cores (same run): 45 history items x 20,000 items: torch's CSR ``sparse.mm`` 2.27 s,
+    SciPy in one thread 1.68 s, column tiles on 2 threads 1.67 s, row slices on 2 threads 0.95 s;
+    150 x 12,400: 3.22, 2.60, 2.36, 1.67 s; all equal to the last bit."""
+    import torch
+
+    workers = max(1, min(torch.get_num_threads(), os.cpu_count() or 1, X.shape[0]))
+    if workers == 1:
+        return np.asarray(X @ dense, dtype=np.float32)
+    out = np.empty((X.shape[0], dense.shape[1]), np.float32)
+    bounds = np.linspace(0, X.shape[0], workers + 1).astype(np.int64)
+
+    def part(i: int) -> None:
+        out[bounds[i]:bounds[i + 1]] = X[bounds[i]:bounds[i + 1]] @ dense
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(part, range(workers)))
+    return out
+
+
 def ease_dense(X: sp.csr_matrix, B: np.ndarray, active: np.ndarray, n_items: int) -> np.ndarray:
     """(X.shape[0], n_items) EASE scores X @ B over the ``active`` items B covers (zero elsewhere)."""
     out = np.zeros((X.shape[0], n_items), dtype=np.float32)
-    out[:, active] = np.asarray(X[:, active] @ B)
+    out[:, active] = sparse_dense(X[:, active].tocsr().astype(np.float32, copy=False), B)
     return out
 
 

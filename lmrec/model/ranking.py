@@ -8,9 +8,6 @@ the model is not shipped to Python workers and no rows go through them (:func:`r
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -19,6 +16,7 @@ from lmrec.core import schema as S
 from lmrec.core.errors import ParameterError
 from lmrec.core.io import is_connect
 from lmrec.core.spark import master, parallelism
+from lmrec.model.baselines import sparse_dense
 
 BLOCK = 1024  # users per matrix multiply inside a Spark task
 _DRIVER_BLOCK_ELEMS = 1 << 26  # users x items scores per block in the driver (256 MB of float32)
@@ -100,31 +98,6 @@ def because(cols: np.ndarray, indptr: np.ndarray, indices: np.ndarray, Inorm) ->
         out[rows] = torch.gather(h, 1, sim.argmax(2)).numpy()
         s = e
     out[cols < 0] = -1
-    return out
-
-
-EASE_TILE = 1024  # columns of the EASE matrix per sparse product (one thread's piece)
-
-
-def sparse_dense(X, dense: np.ndarray) -> np.ndarray:
-    """``X @ dense`` (X: SciPy CSR, float32; ``dense``: (n, m) float32) on torch's thread count:
-    column tiles of ``dense`` multiplied by SciPy (which releases the GIL) in a thread pool.
-    Measured for a block of EASE scores (3,355 users x 150 history items, 12,400 x 12,400 float32,
-    2 cores): torch's CSR ``sparse.mm`` 7.3 s, SciPy in one thread 3.6 s, tiles on 2 threads 2.6 s,
-    all three equal to the last bit there; a tile's columns are summed exactly as untiled."""
-    import torch
-
-    n_cols = dense.shape[1]
-    workers = max(1, min(torch.get_num_threads(), os.cpu_count() or 1, -(-n_cols // EASE_TILE)))
-    if workers == 1:
-        return np.asarray(X @ dense, dtype=np.float32)
-    out = np.empty((X.shape[0], n_cols), np.float32)
-
-    def tile(start: int) -> None:
-        out[:, start:start + EASE_TILE] = X @ np.ascontiguousarray(dense[:, start:start + EASE_TILE])
-
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(tile, range(0, n_cols, EASE_TILE)))
     return out
 
 

@@ -194,23 +194,24 @@ def test_popularity_fallback_skips_rated_items():
     assert list(out[out[S.COL_USER] == "c"][S.COL_RANK]) == [1, 2]
 
 
-def test_ease_product_in_column_tiles_on_threads_equals_one_product(monkeypatch):
-    """The EASE part's sparse x dense product split into column tiles on a thread pool gives the
+def test_ease_product_in_row_slices_on_threads_equals_one_product():
+    """The EASE part's sparse x dense product split into row slices on a thread pool gives the
     very numbers of one SciPy product (and the dense product's, within float32 rounding)."""
     import scipy.sparse as sp
     import torch
+
+    from lmrec.model.baselines import sparse_dense
 
     rng = np.random.default_rng(7)
     X = sp.random(37, 50, density=0.2, format="csr", random_state=3, dtype=np.float32)
     dense = rng.standard_normal((50, 23)).astype(np.float32)
     one = np.asarray(X @ dense)
-    monkeypatch.setattr(ranking, "EASE_TILE", 4)  # 6 tiles
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        tiled = ranking.sparse_dense(X, dense)
+        split = sparse_dense(X, dense)
     finally:
         torch.set_num_threads(before)
-    assert tiled.dtype == np.float32 and tiled.shape == (37, 23)
-    assert np.array_equal(tiled, one)
-    np.testing.assert_allclose(tiled, X.toarray() @ dense, rtol=1e-5, atol=1e-5)
+    assert split.dtype == np.float32 and split.shape == (37, 23)
+    assert np.array_equal(split, one)
+    np.testing.assert_allclose(split, X.toarray() @ dense, rtol=1e-5, atol=1e-5)
