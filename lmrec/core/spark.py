@@ -232,7 +232,9 @@ def spark_server(env: dict, log: Path, *, argv: Sequence[str] = ("spark-server",
     (a free one by default) for the ``with`` block, as a process group of its own with ``env`` and
     its output appended to ``log``. Yields ``(url, proc)`` once it listens; on exit the group gets
     SIGTERM, and SIGKILL after 60 s. A server that does not listen within ``timeout`` is stopped
-    and raises ConnectionError with the end of its log (Spark's output: no user data)."""
+    and raises ConnectionError with the end of its log (Spark's output: no user data). A Connect
+    session opened in this process must be stopped inside the block: once the server is gone, an
+    open session's client retries at interpreter exit instead of exiting."""
     import signal
     import subprocess
     import sys
