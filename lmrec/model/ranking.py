@@ -171,11 +171,10 @@ def merge_block(m: dict, users: np.ndarray, U: np.ndarray, indptr: np.ndarray, i
 def as_tensors(m: dict) -> dict:
     """The broadcast model as torch tensors (no copies of the float32 arrays) plus the 0/-inf
     candidate mask (None when every item is a candidate) and the item ids as one Arrow array."""
-    import pyarrow as pa
     import torch
 
     t = dict(m)
-    t["item_ids_arrow"] = m["item_ids"] if isinstance(m["item_ids"], pa.Array) else string_array(m["item_ids"])
+    t["item_ids_arrow"] = string_array(m["item_ids"])
     for key in ("I", "beta", "I_norm", "ease_B"):
         t[key] = torch.from_numpy(np.ascontiguousarray(m[key], dtype=np.float32))
     t["ease_pos"] = torch.from_numpy(np.asarray(m["ease_pos"], dtype=np.int64))
