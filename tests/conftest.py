@@ -29,15 +29,6 @@ def _no_mlflow_uri_from_earlier_tests():
         os.environ["MLFLOW_TRACKING_URI"] = _MLFLOW_URI_AT_START
 
 
-def free_port() -> int:
-    """A TCP port free on loopback now (for servers the tests start)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def make_cfg(home: Path, **overrides):
     from lmrec.core.settings import Settings
 

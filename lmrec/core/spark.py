@@ -225,6 +225,13 @@ def wait_for_server(url: str, *, proc=None, timeout: float = 180.0) -> float:
             time.sleep(0.5)
 
 
+def free_port() -> int:
+    """A TCP port free on loopback now (for a server about to start; the tests' servers too)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @contextlib.contextmanager
 def spark_server(env: dict, log: Path, *, argv: Sequence[str] = ("spark-server",), port: int | None = None,
                  timeout: float = 180.0):
@@ -239,10 +246,7 @@ def spark_server(env: dict, log: Path, *, argv: Sequence[str] = ("spark-server",
     import subprocess
     import sys
 
-    if port is None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+    port = free_port() if port is None else port
     argv = list(argv)
     if "--port" in argv:
         argv[argv.index("--port") + 1] = str(port)

@@ -115,8 +115,10 @@ def ease_matrix(X: sp.csr_matrix, lam: float = EASE_LAMBDA, max_items: int = 20_
     active = popular_items(X, max_items)
     G = gram(X[:, active], np.float64)
     if side is not None and side_weight:
-        Sa = np.asarray(side[active], np.float64)
-        G += side_weight * (Sa @ Sa.T)
+        import torch
+
+        Sa = torch.from_numpy(np.asarray(side[active], np.float64))
+        torch.from_numpy(G).addmm_(Sa, Sa.T, alpha=side_weight)  # in place: no third n×n matrix
     G[np.diag_indices_from(G)] += lam
     P = spd_inverse(G)
     del G

@@ -89,7 +89,8 @@ def als_score_fn(spark, train: pd.DataFrame, n_items: int, *, implicit: bool, sc
 
 
 def ease_part(params, X, n_items: int):
-    """The scorer's EASE component alone (γ = 1, no neural part): EASE fitted on the same split."""
+    """The scorer's EASE component alone (γ = 1, no neural part): EASE fitted on the same split
+    (collective EASE with the item text vectors when validation chose a side weight)."""
     ease = dataclasses.replace(params, alpha=0.0, gamma=1.0)
     return lambda users: ease.ease_scores(X[users], n_items)
 

@@ -7,6 +7,7 @@
     U_u = W_U · s_u + W_H · h_u + Σ_j a_uj · Y_j + drop(P_u)    history profile h_u = Σ_j a_uj t_j
     a_uj ∝ rating- and recency-weighted history weights, rows scaled by 1/sqrt(Σ a)
     ease(u, i) = Σ_j x_uj · B_ji, the closed-form EASE item-item model fit on the same ratings
+               (collective EASE, the text vectors t as side information, when validation picks it)
 
 ID parts are dropped at random during training, so the text path alone scores cold items and
 users. The neural part is trained with MSE + BPR; the blend (α, γ) with the EASE component is then
@@ -18,6 +19,7 @@ projections, chosen on validation), fixed seeds, early stopping on validation ND
 from __future__ import annotations
 
 import logging
+import dataclasses
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -64,6 +66,11 @@ class ScorerConfig:
     # grid scales with the data); () keeps ease_lambda
     ease_lambda_grid: tuple = (1.0, 4.0, 16.0, 64.0, 256.0)
     ease_tune_max_items: int = 5_000  # λ is chosen on at most this many most popular items (an inverse each)
+    # Collective EASE (Jeunen et al., RecSys 2020): the item text vectors as side information in
+    # the EASE part, XᵀX + w·S Sᵀ. w tried on validation at the chosen λ, as multiples of the same
+    # mean count (0: plain EASE); () keeps ease_side_weight
+    ease_side_grid: tuple = (0.0, 0.03, 0.1, 0.3, 1.0, 4.0, 16.0)
+    ease_side_weight: float = 0.0  # side weight when none is chosen on validation
     ease_max_items: int = 20_000  # EASE over at most this many (most popular) items
     recency_weight: float = 0.5  # extra history weight of a user's most recent item (0 = none)
     fit_fraction: float = 0.7  # per-user random parts of D's ratings: this share fits the models,
@@ -270,15 +277,17 @@ def _sparse_rows(H: sp.csr_matrix, rows: np.ndarray, device):
 def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np.ndarray, user_text: np.ndarray,
                rating_max: float, cfg: ScorerConfig, val: pd.DataFrame | None = None, epochs: int | None = None,
                blend: tuple[float, float] | None = None, ease_lambda: float | None = None,
-               text_decay: float | None = None, batch_size: int | None = None, progress=None,
+               ease_side_weight: float | None = None, text_decay: float | None = None,
+               batch_size: int | None = None, progress=None,
                shard: tuple[int, int] = (0, 1)) -> tuple[ScorerParams, dict]:
     """Train the scorer on ``train`` (user_idx, item_idx, rating, event_ts).
 
-    With ``val``, chooses EASE's λ (:func:`choose_ease_lambda`), stops early on validation NDCG@10
+    With ``val``, chooses EASE's λ and side weight (:func:`choose_ease`), stops early on validation NDCG@10
     of the neural part, keeps the best epoch and chooses the EASE blend on ``val``, once per value of
     ``cfg.text_decay_grid`` (without any text, the decay changes nothing and only ``text_decay``
-    trains), keeping the decay whose blended scorer has the best validation NDCG@10; without, trains exactly ``epochs`` epochs with
-    the given ``blend``, ``ease_lambda``, ``text_decay`` and ``batch_size`` (the refit on all
+    trains) and per EASE part (plain, and collective with the side weight EASE alone chose), keeping
+    the decay and EASE part whose blended scorer has the best validation NDCG@10; without, trains exactly ``epochs`` epochs with
+    the given ``blend``, ``ease_lambda``, ``ease_side_weight``, ``text_decay`` and ``batch_size`` (the refit on all
     data). Returns (params, history) where history has per-epoch losses and validation NDCG@10
     of the chosen training, ``best_epoch`` and every chosen knob.
     """
@@ -296,13 +305,16 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
         if len(vu) > cfg.eval_users:
             vu = np.sort(rng.choice(vu, cfg.eval_users, replace=False))
         val_eval = val[val[S.COL_USER_IDX].isin(vu)]
-    lam, lam_tried = cfg.ease_lambda if ease_lambda is None else ease_lambda, {}
+    ease = EaseChoice(cfg.ease_lambda if ease_lambda is None else ease_lambda,
+                      cfg.ease_side_weight if ease_side_weight is None else ease_side_weight, {}, {})
     if cfg.use_ease and ease_lambda is None and val_eval is not None and cfg.ease_lambda_grid:
-        lam, lam_tried = choose_ease_lambda(X, train, val_eval, n_items, cfg)
-    if cfg.use_ease:
-        B, active = ease_matrix(X, lam, cfg.ease_max_items)
-    else:
-        B, active = np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+        ease = choose_ease(X, train, val_eval, n_items, cfg, side=item_text if ease_side_weight is None else None)
+        if ease_side_weight is not None:
+            ease.side_weight = ease_side_weight
+    choose = val_eval is not None and cfg.use_ease
+    # Side weights the blended scorer judges: plain EASE and the weight EASE alone preferred (the
+    # text the neural part already carries can make a side weight that helps EASE alone hurt the blend).
+    side_weights = (0.0, ease.side_weight) if choose and ease.side_tried and ease.side_weight else (ease.side_weight,)
     world = shard[1]
     if batch_size is None:
         per_epoch = min(len(train), cfg.epoch_samples) // world
@@ -312,43 +324,54 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
             and len(train) <= cfg.text_decay_tune_max_ratings and (item_text.any() or user_text.any())):
         decays = tuple(cfg.text_decay_grid)
     ctx = dict(train=train, n_users=n_users, n_items=n_items, item_text=item_text, user_text=user_text,
-               rating_max=rating_max, cfg=cfg, T=T, H=H, X=X, profile=profile, own=own, val_eval=val_eval, B=B,
-               active=active, batch_size=batch_size, shard=shard, device=device,
+               rating_max=rating_max, cfg=cfg, T=T, H=H, X=X, profile=profile, own=own, val_eval=val_eval,
+               batch_size=batch_size, shard=shard, device=device,
                epochs=epochs if epochs is not None else cfg.epochs, progress=progress)
     rng_state = rng.bit_generator.state
-    choose = val_eval is not None and cfg.use_ease and len(active)
-    best_state, history, best, decay_tried = None, None, -np.inf, {}
+    trained = []
     for decay in decays:
         rng.bit_generator.state = rng_state  # every value trains from the same start and batches
-        state, hist = _train_epochs(decay=decay, rng=rng, **ctx)
-        # A decay is judged by what it serves: the scorer after its blend is chosen (the decay that
-        # helps the blend can weaken the neural part alone).
-        hist["blend"] = (choose_blend(state, train, val_eval, H, X, item_text, user_text, n_items, grid=cfg.blend_grid)
-                         if choose else None)
-        score = hist["blend"][2] if choose else hist["best_val_ndcg_at_10"]
-        decay_tried[decay] = score
-        if len(decays) > 1:
-            log.info("scorer text decay %g: val NDCG@10 %.4f (neural part alone %.4f at epoch %d)", decay, score,
-                     hist["best_val_ndcg_at_10"], hist["best_epoch"])
-        if score > best + 1e-9:
-            best_state, history, best = state, hist, score
-            history["text_decay"] = decay
+        trained.append((decay, *_train_epochs(decay=decay, rng=rng, **ctx)))
+    # Each (text decay, side weight) is judged by what it serves: the scorer after its blend is
+    # chosen (the decay that helps the blend can weaken the neural part alone). One EASE matrix
+    # alive besides the best one so far.
+    best, decay_tried, side_blended = None, {}, {}
+    for w in side_weights:
+        B, active = (ease_matrix(X, ease.lam, cfg.ease_max_items, side=item_text, side_weight=w) if cfg.use_ease
+                     else (np.zeros((0, 0), np.float32), np.zeros(0, np.int64)))
+        for decay, state, hist in trained:
+            state = dataclasses.replace(state, ease_B=B, ease_items=np.asarray(active, dtype=np.int64))
+            blend = (choose_blend(state, train, val_eval, H, X, item_text, user_text, n_items, grid=cfg.blend_grid)
+                     if choose and len(active) else None)
+            score = blend[2] if blend else hist["best_val_ndcg_at_10"]
+            decay_tried[decay] = max(decay_tried.get(decay, -np.inf), score)
+            side_blended[w] = max(side_blended.get(w, -np.inf), score)
+            if len(decays) > 1 or len(side_weights) > 1:
+                log.info("scorer text decay %g, EASE side weight %.4g: val NDCG@10 %.4f (neural part alone %.4f at "
+                         "epoch %d)", decay, w, score, hist["best_val_ndcg_at_10"], hist["best_epoch"])
+            if best is None or score > best[0] + 1e-9:
+                best = (score, state, dict(hist, blend=blend, text_decay=decay, ease_side_weight=w))
+        del B
+    _, best_state, history = best
     history["text_decay_tried"] = decay_tried if len(decays) > 1 else {}
     history["batch_size"] = batch_size
-    history["ease_lambda"], history["ease_lambda_tried"] = lam, lam_tried
-    if choose:
+    history["ease_lambda"], history["ease_lambda_tried"] = ease.lam, ease.lam_tried
+    history["ease_side_weight_tried"] = ease.side_tried  # EASE alone, on the tuning items
+    history["ease_side_weight_blended"] = side_blended if len(side_weights) > 1 else {}
+    if history["blend"] is not None:
         blend = history["blend"][:2]
     else:
-        blend = blend or ((1.0, 0.0) if not (cfg.use_ease and len(active)) else (1.0, 1.0))
+        blend = blend or ((1.0, 0.0) if not (cfg.use_ease and len(best_state.ease_items)) else (1.0, 1.0))
     best_state.alpha, best_state.gamma = blend
     history["blend"] = blend
     return best_state, history
 
 
 def _train_epochs(*, train, n_users, n_items, item_text, user_text, rating_max, cfg, T, H, X, profile, own, val_eval,
-                  B, active, batch_size, shard, device, epochs, progress, decay, rng) -> tuple[ScorerParams, dict]:
+                  batch_size, shard, device, epochs, progress, decay, rng) -> tuple[ScorerParams, dict]:
     """One training of the neural part with text decay ``decay``: up to ``epochs`` epochs, early
-    stopping on ``val_eval`` when given. Returns (the best epoch's params, history)."""
+    stopping on ``val_eval`` when given. Returns (the best epoch's params, without an EASE part;
+    history)."""
     import torch
 
     from lmrec.model.evaluation import ranking_metrics
@@ -410,7 +433,8 @@ def _train_epochs(*, train, n_users, n_items, item_text, user_text, rating_max, 
         for k in tot:
             history[k].append(tot[k] / len(perm))
         history["epoch"].append(epoch)
-        params = _export(net, B, active, rating_max, cfg, alpha=1.0, gamma=0.0, untrained=untrained)
+        params = _export(net, np.zeros((0, 0), np.float32), np.zeros(0, np.int64), rating_max, cfg, alpha=1.0,
+                         gamma=0.0, untrained=untrained)
         ndcg = float("nan")
         if val_eval is not None:
             score_fn = make_score_fn(params, H, X, item_text, user_text, n_items)
@@ -433,49 +457,71 @@ def _train_epochs(*, train, n_users, n_items, item_text, user_text, rating_max, 
     return best_state, history
 
 
-def choose_ease_lambda(X: sp.csr_matrix, train: pd.DataFrame, val: pd.DataFrame, n_items: int,
-                       cfg: ScorerConfig) -> tuple[float, dict]:
-    """EASE's λ with the best validation NDCG@10 of EASE alone, from ``cfg.ease_lambda_grid``
-    (multiples c of the mean interaction count of the EASE items, so the grid scales with the
-    data; when the best is at an end, the grid goes on past it, x4 a step, at most 3 steps). Each
-    point is an n x n inverse, so the choice is made over the ``ease_tune_max_items``
-    most popular items; the returned λ is c times the mean count over all the EASE items (the same
-    items when the catalogue is within the cap). Returns (λ, {λ tried: val NDCG@10})."""
+@dataclass
+class EaseChoice:
+    """EASE's knobs chosen on validation: λ and the side weight (collective EASE), each as used
+    over all the EASE items, with the validation NDCG@10 of every value tried."""
+
+    lam: float
+    side_weight: float
+    lam_tried: dict
+    side_tried: dict
+
+
+def choose_ease(X: sp.csr_matrix, train: pd.DataFrame, val: pd.DataFrame, n_items: int, cfg: ScorerConfig,
+                side: np.ndarray | None = None) -> EaseChoice:
+    """EASE's λ, then (with ``side``, the item text vectors) the side weight w of collective EASE
+    at that λ, each with the best validation NDCG@10 of the EASE part alone, from
+    ``cfg.ease_lambda_grid`` and ``cfg.ease_side_grid``: multiples c of the mean interaction count
+    of the EASE items, so the grids scale with the data; when the best is at an end, a grid goes
+    on past it, x4 a step, at most 3 steps (not below a side weight of 0: plain EASE). Each point is
+    an n x n inverse, so the choice is made over the ``ease_tune_max_items`` most popular items;
+    the returned values are c times the mean count over all the EASE items (the same items when
+    the catalogue is within the cap)."""
     from lmrec.model.baselines import popular_items
     from lmrec.model.evaluation import ranking_metrics
 
     full = popular_items(X, cfg.ease_max_items)
     tune = popular_items(X, min(cfg.ease_tune_max_items, cfg.ease_max_items))
     if not len(tune):
-        return cfg.ease_lambda, {}
+        return EaseChoice(cfg.ease_lambda, cfg.ease_side_weight, {}, {})
     X_tune = X[:, tune]
     count_tune = X_tune.nnz / len(tune)
-    tried, best = {}, None
+    count_full = X[:, full].nnz / len(full)
+    side_tune = side[tune] if side is not None else None
 
-    def trial(c: float) -> None:
-        nonlocal best
-        lam = float(c * count_tune)
-        B, active = ease_matrix(X_tune, lam, len(tune))
-        tried[lam] = ranking_metrics(ease_score_fn(X, B, tune[active], n_items), train, val, n_items, k=10)["ndcg_at_10"]
-        log.info("EASE lambda %.4g (%g x mean count %.1f): val NDCG@10 %.4f", lam, c, count_tune, tried[lam])
-        if best is None or tried[lam] > tried[best[0]] + 1e-9:
-            best = (lam, c)
+    def val_ndcg(lam: float, w: float) -> float:
+        B, active = ease_matrix(X_tune, lam, len(tune), side=side_tune, side_weight=w)
+        ndcg = ranking_metrics(ease_score_fn(X, B, tune[active], n_items), train, val, n_items, k=10)["ndcg_at_10"]
+        log.info("EASE lambda %.4g, side weight %.4g (x mean count %.1f): val NDCG@10 %.4f", lam, w, count_tune, ndcg)
+        return ndcg
 
-    grid = sorted(cfg.ease_lambda_grid)
-    for c in grid:
-        trial(c)
-    # Best at an end of the grid: go on past it (x4 a step, at most 3 steps) until it is inside.
-    for _ in range(3):
-        if len(grid) < 2 or best[1] not in (grid[0], grid[-1]):
-            break
-        c = grid[0] / 4 if best[1] == grid[0] else grid[-1] * 4
-        grid = sorted(grid + [c])
-        trial(c)
-    lam = float(best[1] * X[:, full].nnz / len(full))
+    c_lam, lam_tried = _grid_search(cfg.ease_lambda_grid, lambda c: val_ndcg(c * count_tune, 0.0))
+    c_side, side_tried = 0.0, {}
+    if side is not None and np.any(side_tune) and cfg.ease_side_grid:
+        c_side, side_tried = _grid_search(cfg.ease_side_grid, lambda c: val_ndcg(c_lam * count_tune, c * count_tune))
+    lam, w = float(c_lam * count_full), float(c_side * count_full)
     if len(full) > len(tune):
-        log.info("EASE lambda %.4g: %g x the mean count over all %d EASE items (chosen on the %d most popular)",
-                 lam, best[1], len(full), len(tune))
-    return lam, tried
+        log.info("EASE lambda %.4g, side weight %.4g: %g and %g x the mean count over all %d EASE items "
+                 "(chosen on the %d most popular)", lam, w, c_lam, c_side, len(full), len(tune))
+    return EaseChoice(lam, w, {float(c * count_tune): v for c, v in lam_tried.items()},
+                      {float(c * count_tune): v for c, v in side_tried.items()})
+
+
+def _grid_search(grid, trial) -> tuple[float, dict]:
+    """The point of ``grid`` with the best ``trial``; at an end, the grid goes on past it (x4 a
+    step, at most 3 steps; never below 0). Returns (best point, {point: trial})."""
+    grid = sorted(grid)
+    tried = {c: trial(c) for c in grid}
+    best = lambda: max(grid, key=lambda c: (tried[c], -grid.index(c)))  # noqa: E731  (ties: the first)
+    for _ in range(3):
+        c = best()
+        if len(grid) < 2 or c not in (grid[0], grid[-1]) or c == 0:
+            break
+        c = grid[0] / 4 if c == grid[0] else grid[-1] * 4
+        grid = sorted(grid + [c])
+        tried[c] = trial(c)
+    return best(), tried
 
 
 def choose_blend(params, train, val, H, X, item_text, user_text, n_items, *,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lmrec.core.spark import connect_server_args, connect_session, parse_conf, spark_server, wait_for_server
-from tests.conftest import D3, free_port, make_cfg
+from lmrec.core.spark import connect_server_args, connect_session, free_port, parse_conf, spark_server, wait_for_server
+from tests.conftest import D3, make_cfg
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {"LMREC_SPARK_UI": "0", "LMREC_SHUFFLE_PARTITIONS": "2", "SPARK_MASTER": "local[2]", "LMREC_DRIVER_MEMORY": "2g",

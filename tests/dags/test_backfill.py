@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from lmrec.core import schema as S
+from lmrec.core.spark import free_port
 from lmrec.data.demo import write_demo
-from tests.conftest import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 REPO = Path(__file__).resolve().parents[2]

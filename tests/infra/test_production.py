@@ -29,8 +29,8 @@ import pytest
 import yaml
 
 from lmrec.core import schema as S
+from lmrec.core.spark import free_port
 from tests.conftest import D3
-from tests.conftest import free_port
 from tests.infra.conftest import S3_KEYS
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark, pytest.mark.airflow]

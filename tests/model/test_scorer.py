@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 
 from lmrec.core import schema as S
-from lmrec.model.baselines import fit_ease, fit_popularity, fit_text_only, interactions
+from lmrec.model.baselines import fit_ease, fit_popularity, interactions
 from lmrec.data.demo import generate
 from lmrec.model.evaluation import cold_item_split, random_split, ranking_metrics
-from lmrec.model.scorer import ScorerConfig, choose_ease_lambda, fit_scorer, histories, make_score_fn
+from lmrec.model.baselines import ease_matrix
+from lmrec.model.scorer import ScorerConfig, choose_ease, fit_scorer, histories, make_score_fn
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,9 @@ def test_ease_lambda_is_chosen_on_validation_and_scales_with_the_data(demo):
     inner, val = random_split(train, 0.9, seed=2)
     cfg = ScorerConfig(ease_lambda_grid=(1.0, 16.0, 256.0))
     X = interactions(inner, nU, nI)
-    lam, tried = choose_ease_lambda(X, inner, val, nI, cfg)
+    choice = choose_ease(X, inner, val, nI, cfg)
+    lam, tried = choice.lam, choice.lam_tried
+    assert choice.side_weight == 0.0 and choice.side_tried == {}  # no side information given
     count = X.nnz / len(np.flatnonzero(np.asarray(X.sum(0)).ravel()))
     multiples = sorted(round(x / count, 6) for x in tried)
     assert {1.0, 16.0, 256.0} <= set(multiples) and set(multiples) <= {4.0 ** j for j in range(-3, 8)}
@@ -125,7 +128,7 @@ def test_ease_lambda_is_chosen_on_validation_and_scales_with_the_data(demo):
         assert ndcg == pytest.approx(ranking_metrics(fit_ease(inner, nU, nI, lam=lam_i), inner, val, nI)["ndcg_at_10"])
     assert tried[lam] == max(tried.values())
     doubled = pd.concat([inner, inner.assign(**{S.COL_USER_IDX: inner[S.COL_USER_IDX] + nU})])
-    _, tried2 = choose_ease_lambda(interactions(doubled, 2 * nU, nI), doubled, val, nI, cfg)
+    tried2 = choose_ease(interactions(doubled, 2 * nU, nI), doubled, val, nI, cfg).lam_tried
     assert sorted(tried2) == pytest.approx([2 * x for x in sorted(tried)])
 
     _, hist = _fit(inner, T, nU, nI, val=val, epochs=1, ease_lambda_grid=(1.0, 16.0, 256.0))
@@ -139,9 +142,45 @@ def test_ease_lambda_grid_goes_on_past_its_end(demo):
     train, _ = random_split(df, 0.75, seed=1)
     inner, val = random_split(train, 0.9, seed=2)
     X = interactions(inner, nU, nI)
-    _, tried = choose_ease_lambda(X, inner, val, nI, ScorerConfig(ease_lambda_grid=(1e-4, 4e-4)))
+    tried = choose_ease(X, inner, val, nI, ScorerConfig(ease_lambda_grid=(1e-4, 4e-4))).lam_tried
     count = X.nnz / len(np.flatnonzero(np.asarray(X.sum(0)).ravel()))
     assert sorted(round(x / count, 8) for x in tried) == pytest.approx([1e-4, 4e-4, 1.6e-3, 6.4e-3, 2.56e-2])
+
+
+def test_ease_side_weight_is_chosen_on_validation_at_the_chosen_lambda(demo):
+    """Collective EASE: at the chosen λ, each side weight of the grid (0 = plain EASE) is scored by
+    hand the same and the best for EASE alone is chosen; the blended scorer then keeps plain EASE or
+    that weight, whichever validates better, and its EASE part is that matrix. A refit given λ and
+    the weight uses them without any grid; without text there is nothing to weigh."""
+    df, T, nU, nI = demo
+    train, _ = random_split(df, 0.75, seed=1)
+    inner, val = random_split(train, 0.9, seed=2)
+    cfg = ScorerConfig(ease_lambda_grid=(1.0, 16.0), ease_side_grid=(0.0, 1.0, 16.0))
+    X = interactions(inner, nU, nI)
+    choice = choose_ease(X, inner, val, nI, cfg, side=T)
+    count = X.nnz / len(np.flatnonzero(np.asarray(X.sum(0)).ravel()))
+    assert {0.0, 1.0, 16.0} <= {round(w / count, 6) for w in choice.side_tried}
+    for w, ndcg in choice.side_tried.items():
+        by_hand = fit_ease(inner, nU, nI, lam=choice.lam, side=T, side_weight=w)
+        assert ndcg == pytest.approx(ranking_metrics(by_hand, inner, val, nI)["ndcg_at_10"])
+    assert choice.side_tried[0.0] == pytest.approx(choice.lam_tried[choice.lam])  # 0: plain EASE at that λ
+    assert choice.side_tried[choice.side_weight] == max(choice.side_tried.values())
+
+    # The blended scorer judges plain EASE against the weight EASE alone chose.
+    params, hist = _fit(inner, T, nU, nI, val=val, epochs=1, ease_lambda_grid=(1.0, 16.0), ease_side_grid=(0.0, 1.0, 16.0))
+    assert hist["ease_lambda"] == choice.lam and hist["ease_side_weight_tried"] == pytest.approx(choice.side_tried)
+    if choice.side_weight:
+        blended = hist["ease_side_weight_blended"]
+        assert set(blended) == {0.0, choice.side_weight} and blended[hist["ease_side_weight"]] == max(blended.values())
+    else:
+        assert hist["ease_side_weight"] == 0.0 and hist["ease_side_weight_blended"] == {}
+    B, active = ease_matrix(X, choice.lam, side=T, side_weight=hist["ease_side_weight"])
+    np.testing.assert_array_equal(params.ease_B, B)
+    np.testing.assert_array_equal(params.ease_items, active)
+    refit, rh = _fit(inner, T, nU, nI, epochs=1, ease_lambda=choice.lam, ease_side_weight=16.0 * count)
+    assert rh["ease_side_weight_tried"] == {} and rh["ease_side_weight"] == 16.0 * count
+    np.testing.assert_array_equal(refit.ease_B, ease_matrix(X, choice.lam, side=T, side_weight=16.0 * count)[0])
+    assert _fit(inner, 0 * T, nU, nI, val=val, epochs=1, ease_lambda_grid=(1.0,))[1]["ease_side_weight_tried"] == {}
 
 
 def test_text_decay_is_chosen_on_validation_from_the_same_start(demo):
