@@ -334,25 +334,32 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
         trained.append((decay, *_train_epochs(decay=decay, rng=rng, **ctx)))
     # Each (text decay, side weight) is judged by what it serves: the scorer after its blend is
     # chosen (the decay that helps the blend can weaken the neural part alone). One EASE matrix
-    # alive besides the best one so far.
+    # alive at a time (1.6 GB at 20,000 items): a best one dropped for the next is built again.
+    def ease_part(w: float):
+        return (ease_matrix(X, ease.lam, cfg.ease_max_items, side=item_text, side_weight=w) if cfg.use_ease
+                else (np.zeros((0, 0), np.float32), np.zeros(0, np.int64)))
+
     best, decay_tried, side_blended = None, {}, {}
     for w in side_weights:
-        B, active = (ease_matrix(X, ease.lam, cfg.ease_max_items, side=item_text, side_weight=w) if cfg.use_ease
-                     else (np.zeros((0, 0), np.float32), np.zeros(0, np.int64)))
+        if best is not None:
+            best[1].ease_B = None
+        B, active = ease_part(w)
         for decay, state, hist in trained:
             state = dataclasses.replace(state, ease_B=B, ease_items=np.asarray(active, dtype=np.int64))
-            blend = (choose_blend(state, train, val_eval, H, X, item_text, user_text, n_items, grid=cfg.blend_grid)
-                     if choose and len(active) else None)
-            score = blend[2] if blend else hist["best_val_ndcg_at_10"]
+            chosen = (choose_blend(state, train, val_eval, H, X, item_text, user_text, n_items, grid=cfg.blend_grid)
+                      if choose and len(active) else None)
+            score = chosen[2] if chosen else hist["best_val_ndcg_at_10"]
             decay_tried[decay] = max(decay_tried.get(decay, -np.inf), score)
             side_blended[w] = max(side_blended.get(w, -np.inf), score)
             if len(decays) > 1 or len(side_weights) > 1:
                 log.info("scorer text decay %g, EASE side weight %.4g: val NDCG@10 %.4f (neural part alone %.4f at "
                          "epoch %d)", decay, w, score, hist["best_val_ndcg_at_10"], hist["best_epoch"])
             if best is None or score > best[0] + 1e-9:
-                best = (score, state, dict(hist, blend=blend, text_decay=decay, ease_side_weight=w))
+                best = (score, state, dict(hist, blend=chosen, text_decay=decay, ease_side_weight=w))
         del B
     _, best_state, history = best
+    if best_state.ease_B is None:
+        best_state.ease_B, _ = ease_part(history["ease_side_weight"])
     history["text_decay_tried"] = decay_tried if len(decays) > 1 else {}
     history["batch_size"] = batch_size
     history["ease_lambda"], history["ease_lambda_tried"] = ease.lam, ease.lam_tried

@@ -56,13 +56,15 @@ def test_train_gate_score_validate(spark, pipeline):
     client = mlflow.MlflowClient()
     run = client.get_run(res["run_id"])
     assert run.data.params["scorer.dim"] == "64" and run.data.tags["run_date"] == str(D3)
+    side = client.get_model_version(S.MODEL_NAME, res["version"]).tags["ease_side_weight"]  # what the refit used
+    assert float(side) == pytest.approx(float(run.data.params["scorer.chosen_ease_side_weight"]), rel=1e-5)
     assert {a.path for a in client.list_artifacts(res["run_id"])} >= {"metrics.csv", "ndcg_recall_at_k.png", "training_curve.png"}
     g = gate.run(D3, cfg=cfg, spark=spark)
     assert g["decision"] == "promoted" and "first version" in g["reason"]
     assert g["texts"] == "train's"  # the held-out-free vectors train built, not encoded again
     _gate_takes_trains_vectors_only_while_they_hold(spark, cfg, client.get_model_version(S.MODEL_NAME, res["version"]))
 
-    # A broken candidate (shuffled ratings) is not promoted; the champion stays.
+    # A broken candidate (shuffled ratings, item texts given to other items) is not promoted; the champion stays.
     bad = train.run(D3, cfg=cfg, spark=spark, shuffle_ratings=True, with_als=False)
     g2 = gate.run(D3, cfg=cfg, spark=spark)
     assert g2["decision"] == "kept_champion" and g2["champion_version"] == res["version"]

@@ -181,6 +181,12 @@ def test_ease_side_weight_is_chosen_on_validation_at_the_chosen_lambda(demo):
     assert rh["ease_side_weight_tried"] == {} and rh["ease_side_weight"] == 16.0 * count
     np.testing.assert_array_equal(refit.ease_B, ease_matrix(X, choice.lam, side=T, side_weight=16.0 * count)[0])
     assert _fit(inner, 0 * T, nU, nI, val=val, epochs=1, ease_lambda_grid=(1.0,))[1]["ease_side_weight_tried"] == {}
+    # The refit (train's, with the chosen knobs) keeps the blend it is given.
+    refit, rh = fit_scorer(inner, n_users=nU, n_items=nI, item_text=T, user_text=np.zeros((nU, T.shape[1]), np.float32),
+                           rating_max=5.0, cfg=ScorerConfig(epochs=1), epochs=1, blend=(0.25, 1.0),
+                           ease_lambda=choice.lam, ease_side_weight=hist["ease_side_weight"])
+    assert (refit.alpha, refit.gamma) == rh["blend"] == (0.25, 1.0)
+    np.testing.assert_array_equal(refit.ease_B, params.ease_B)
 
 
 def test_text_decay_is_chosen_on_validation_from_the_same_start(demo):
