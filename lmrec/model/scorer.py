@@ -18,8 +18,8 @@ projections, chosen on validation), fixed seeds, early stopping on validation ND
 
 from __future__ import annotations
 
-import logging
 import dataclasses
+import logging
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -506,7 +506,8 @@ def choose_ease(X: sp.csr_matrix, train: pd.DataFrame, val: pd.DataFrame, n_item
     c_lam, lam_tried = _grid_search(cfg.ease_lambda_grid, lambda c: val_ndcg(c * count_tune, 0.0))
     c_side, side_tried = 0.0, {}
     if side is not None and np.any(side_tune) and cfg.ease_side_grid:
-        c_side, side_tried = _grid_search(cfg.ease_side_grid, lambda c: val_ndcg(c_lam * count_tune, c * count_tune))
+        c_side, side_tried = _grid_search(cfg.ease_side_grid, lambda c: lam_tried[c_lam] if c == 0
+                                          else val_ndcg(c_lam * count_tune, c * count_tune))  # 0: plain EASE, known
     lam, w = float(c_lam * count_full), float(c_side * count_full)
     if len(full) > len(tune):
         log.info("EASE lambda %.4g, side weight %.4g: %g and %g x the mean count over all %d EASE items "
