@@ -167,10 +167,11 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         # at 25M ratings (the 25M night's train was killed for memory in the refit with them alive).
         del val_params, known, held_out, fit, val, test, X_fit, rating_fn, rating_fit
         _release_driver_heap(spark)
-        # Refit on every rating up to D with the chosen epochs, blend, λ, side weight, text decay and batch size
-        # (documented in README).
+        # Refit on every rating up to D with the chosen epochs, blend, λ, side weight, text decay and
+        # batch size (documented in README).
         chosen = dict(epochs=history["best_epoch"], blend=history["blend"], ease_lambda=history["ease_lambda"],
-                      ease_side_weight=history["ease_side_weight"], text_decay=history["text_decay"], batch_size=history["batch_size"])
+                      ease_side_weight=history["ease_side_weight"], text_decay=history["text_decay"],
+                      batch_size=history["batch_size"])
         if cfg.train_processes > 1:
             from lmrec.model.scorer import fit_scorer_distributed
 

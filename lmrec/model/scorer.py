@@ -335,7 +335,7 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
     # Each (text decay, side weight) is judged by what it serves: the scorer after its blend is
     # chosen (the decay that helps the blend can weaken the neural part alone). One EASE matrix
     # alive at a time (1.6 GB at 20,000 items): a best one dropped for the next is built again.
-    def ease_part(w: float):
+    def ease_for(w: float):
         return (ease_matrix(X, ease.lam, cfg.ease_max_items, side=item_text, side_weight=w) if cfg.use_ease
                 else (np.zeros((0, 0), np.float32), np.zeros(0, np.int64)))
 
@@ -343,7 +343,7 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
     for w in side_weights:
         if best is not None:
             best[1].ease_B = None
-        B, active = ease_part(w)
+        B, active = ease_for(w)
         for decay, state, hist in trained:
             state = dataclasses.replace(state, ease_B=B, ease_items=np.asarray(active, dtype=np.int64))
             chosen = (choose_blend(state, train, val_eval, H, X, item_text, user_text, n_items, grid=cfg.blend_grid)
@@ -359,7 +359,7 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
         del B
     _, best_state, history = best
     if best_state.ease_B is None:
-        best_state.ease_B, _ = ease_part(history["ease_side_weight"])
+        best_state.ease_B, _ = ease_for(history["ease_side_weight"])
     history["text_decay_tried"] = decay_tried if len(decays) > 1 else {}
     history["batch_size"] = batch_size
     history["ease_lambda"], history["ease_lambda_tried"] = ease.lam, ease.lam_tried
