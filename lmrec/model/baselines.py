@@ -17,6 +17,9 @@ from lmrec.core import schema as S
 
 
 EASE_LAMBDA = 300.0  # the one default EASE L2 λ (the scorer's component and the EASE baseline)
+# EASE inverts in float32 while a bound on the condition number of XᵀX + λI stays below this:
+# float32's relative error is about κ·6e-8, so at most ~1e-3 here; above it, float64.
+EASE_FLOAT32_MAX_COND = 1.5e4
 
 def interactions(train: pd.DataFrame, n_users: int, n_items: int, *, values=None) -> sp.csr_matrix:
     """(n_users, n_items) CSR of the training pairs (1.0, or ``values``)."""
@@ -83,14 +86,14 @@ def fit_item_knn(train, n_users, n_items, *, max_items: int = 20_000, k: int | N
 
 
 def spd_inverse(G: np.ndarray) -> np.ndarray:
-    """The inverse of a symmetric positive definite float64 matrix, overwriting ``G``: a Cholesky
-    factor in place and its inverse (torch's LAPACK, the task's threads), half the flops of the
-    general LU inverse. ``benchmarks/ease_inverse.py`` measures it against ``numpy.linalg.inv``.
-    (Not scipy's in-place ``inv(..., overwrite_a=True)``: in scipy 1.17 it crashed in OpenBLAS on
-    a 20,000² matrix in the 25M benchmark.)
+    """The inverse of a symmetric positive definite matrix (float32 or float64, the result in the
+    same type), overwriting ``G``: a Cholesky factor in place and its inverse (torch's LAPACK, the
+    task's threads), half the flops of the general LU inverse. ``benchmarks/ease_inverse.py``
+    measures it against ``numpy.linalg.inv``. (Not scipy's in-place ``inv(..., overwrite_a=True)``:
+    in scipy 1.17 it crashed in OpenBLAS on a 20,000² matrix in the 25M benchmark.)
 
     Raises:
-        numpy.linalg.LinAlgError: ``G`` is not positive definite.
+        numpy.linalg.LinAlgError: ``G`` is not positive definite (in its precision).
     """
     import torch
 
@@ -102,29 +105,43 @@ def spd_inverse(G: np.ndarray) -> np.ndarray:
 
 
 def ease_matrix(X: sp.csr_matrix, lam: float = EASE_LAMBDA, max_items: int = 20_000, *,
-                side: np.ndarray | None = None, side_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                side: np.ndarray | None = None, side_weight: float = 0.0,
+                dtype=None) -> tuple[np.ndarray, np.ndarray]:
     """EASE (Steck, 2019): B = I - P diag(1/diag P), P = (XᵀX + λI)⁻¹, zero diagonal. With
     ``side`` (n_items, d), collective EASE (Jeunen et al., RecSys 2020): the side information
     enters as extra rows of X weighted by sqrt(``side_weight``), i.e. XᵀX + side_weight · S Sᵀ.
 
     Returns (B over the active items, those item indices). Above ``max_items`` active items only
-    the most popular ones are kept (the dense inverse is O(n³)). Peak: two float64 n×n matrices
-    (the Gram matrix, overwritten by its Cholesky factor, and the inverse; 6.4 GB at 20k), then the
-    inverse and the float32 result.
+    the most popular ones are kept (the dense inverse is O(n³)).
+
+    Precision (``dtype`` None): float32 when Gershgorin's bound on the condition number,
+    (max_i Σ_j |G_ij| + λ) / λ, is at most ``EASE_FLOAT32_MAX_COND`` (float32's error then at most
+    ~1e-3 of P), else float64; a float32 factorisation that fails falls back to float64. The Gram
+    matrix of 0/1 counts is exact in float32 up to 16.7M co-occurrences. Peak: two n×n matrices
+    (the Gram matrix, overwritten by its Cholesky factor, and the inverse): 3.2 GB at 20k items in
+    float32 (6.4 GB in float64), where float32 also inverts about 1.6x faster.
     """
     active = popular_items(X, max_items)
-    G = gram(X[:, active], np.float64)
+    G = gram(X[:, active], np.float32 if dtype is None else dtype)
     if side is not None and side_weight:
         import torch
 
-        Sa = torch.from_numpy(np.asarray(side[active], np.float64))
+        Sa = torch.from_numpy(np.asarray(side[active], G.dtype))
         torch.from_numpy(G).addmm_(Sa, Sa.T, alpha=side_weight)  # in place: no third n×n matrix
+    if dtype is None and (float(np.abs(G).sum(1).max()) + lam) / lam > EASE_FLOAT32_MAX_COND:
+        G = G.astype(np.float64)
     G[np.diag_indices_from(G)] += lam
-    P = spd_inverse(G)
+    try:
+        P = spd_inverse(G)
+    except np.linalg.LinAlgError:
+        if dtype is not None or G.dtype == np.float64:
+            raise
+        del G
+        return ease_matrix(X, lam, max_items, side=side, side_weight=side_weight, dtype=np.float64)
     del G
     P /= -np.diag(P).copy()[None, :]
     np.fill_diagonal(P, 0.0)
-    return P.astype(np.float32, order="C"), active
+    return np.ascontiguousarray(P, dtype=np.float32), active
 
 
 def fit_ease(train, n_users, n_items, *, lam: float = EASE_LAMBDA, side: np.ndarray | None = None,

@@ -47,6 +47,21 @@ def test_ease_matches_closed_form():
     assert len(top) == 5 and counts[top].min() >= np.sort(counts)[-5]
 
 
+def test_ease_inverts_in_float32_when_well_conditioned_and_in_float64_otherwise():
+    train, nu, ni = _train(n_users=300, n_items=120, n=5000)
+    X = B.interactions(train, nu, ni)
+    exact, active = B.ease_matrix(X, lam=50.0, dtype=np.float64)
+    auto, same = B.ease_matrix(X, lam=50.0)
+    assert np.array_equal(active, same) and auto.dtype == np.float32
+    assert not np.array_equal(auto, exact.astype(np.float32))  # float32 arithmetic, not float64's result
+    np.testing.assert_allclose(auto, exact, atol=1e-6)
+    # A λ small against the Gram matrix's row sums (Gershgorin's bound over the limit): float64.
+    Xa = X.toarray()[:, active]
+    bound = np.abs(Xa.T @ Xa).sum(1).max()
+    tiny = float(bound) / (2 * B.EASE_FLOAT32_MAX_COND)
+    np.testing.assert_array_equal(B.ease_matrix(X, lam=tiny)[0], B.ease_matrix(X, lam=tiny, dtype=np.float64)[0])
+
+
 def test_item_knn_is_cosine_of_binary_columns():
     train, nu, ni = _train(seed=2)
     X = B.interactions(train, nu, ni).toarray()
