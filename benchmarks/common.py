@@ -87,12 +87,16 @@ def ml_small_warehouse(spark, cfg, jobs=("ingest", "rating_matrix", "embed_items
 
 
 class PeakMemory:
-    """Peak resident memory (MiB) of a process tree: this process (or ``pid``) and its children
-    (Spark's JVM and Python workers), sampled every ``interval`` seconds while in the block."""
+    """Peak memory (MiB) of a process tree: this process (or ``pid``) and its children (Spark's
+    JVM and Python workers), sampled every ``interval`` seconds while in the block: ``peak`` of
+    the summed resident sets (RSS: pages shared between the processes, libraries or a forked
+    child's inherited pages, counted in each) and, with ``pss``, ``peak_pss`` of the summed
+    proportional sets (each shared page split among its sharers; /proc's smaps_rollup)."""
 
-    def __init__(self, interval: float = 0.1, pid: int | None = None):
-        self.interval, self.peak, self._stop = interval, 0.0, threading.Event()
+    def __init__(self, interval: float = 0.1, pid: int | None = None, pss: bool = False):
+        self.interval, self.peak, self.peak_pss, self._stop = interval, 0.0, 0.0, threading.Event()
         self.pid = os.getpid() if pid is None else pid
+        self.pss = pss
 
     def _sample(self):
         import psutil
@@ -102,17 +106,23 @@ class PeakMemory:
         except psutil.Error:
             return
         while not self._stop.is_set():
-            total = 0
+            total = total_pss = 0
             try:
                 tree = [root] + root.children(recursive=True)
             except psutil.Error:
                 tree = []
             for p in tree:
                 try:
-                    total += p.memory_info().rss
+                    if self.pss:
+                        info = p.memory_full_info()
+                        total_pss += info.pss
+                    else:
+                        info = p.memory_info()
+                    total += info.rss
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total / 2**20)
+            self.peak_pss = max(self.peak_pss, total_pss / 2**20)
             time.sleep(self.interval)
 
     def __enter__(self):

@@ -53,11 +53,11 @@ def run_job(name: str, day: dt.date, env: dict, log: Path) -> dict:
     with log.open("a") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "lmrec.cli", "job", name, "--date", str(day)], env=env,
                                 cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
-        with PeakMemory(interval=0.5, pid=proc.pid) as mem:
+        with PeakMemory(interval=0.5, pid=proc.pid, pss=True) as mem:
             proc.wait()
-    peak = mem.peak / 1024
     secs = time.perf_counter() - t0
-    return {"job": name, "seconds": round(secs, 1), "peak_gib": round(peak, 2), "ok": proc.returncode == 0}
+    return {"job": name, "seconds": round(secs, 1), "peak_gib": round(mem.peak / 1024, 2),
+            "peak_pss_gib": round(mem.peak_pss / 1024, 2), "ok": proc.returncode == 0}
 
 
 def next_night(src: Path, out: Path, day: dt.date, seed: int = 7) -> dict:
@@ -92,6 +92,9 @@ def main() -> None:
                     "first (the generated source is kept), so night 1 is a first night")
     ap.add_argument("--connect", action="store_true", help="run the jobs on one Spark Connect server per size "
                     "(LMREC_SPARK_REMOTE) instead of a JVM per job")
+    ap.add_argument("--rerun", default="", help="with --resume: night-1 jobs to run again on the kept warehouse "
+                    "(comma-separated; the others are resumed), e.g. train after a change to it (train then "
+                    "trains whatever the champion: LMREC_RETRAIN=always)")
     ap.add_argument("--resume", action="store_true", help="keep the warehouse and skip the night-1 jobs that "
                     "results.json records as done for this size (after a failed job was fixed)")
     args = ap.parse_args()
@@ -127,8 +130,17 @@ def main() -> None:
             if args.connect:
                 env["LMREC_SPARK_REMOTE"], entry["server_start_s"], mem = start_server(server, env, home / "server.log")
             done = {r["job"]: r for r in results.get(label, {}).get("night1", []) if r["ok"]} if args.resume else {}
+            rerun = set(args.rerun.split(",")) - {""}
+            if rerun - set(done):
+                sys.exit(f"--rerun {args.rerun}: needs --resume and a finished night 1 of {label} "
+                         f"(done: {', '.join(done) or 'none'})")
+            if "train" in rerun:
+                env["LMREC_RETRAIN"] = "always"
             for name in JOBS:
-                if name in done and len(night1) == JOBS.index(name):  # only a prefix of finished jobs is kept
+                if rerun and name not in rerun:  # a rerun keeps every other job's measurement
+                    night1.append({**done[name], "resumed": True})
+                    continue
+                if name in done and name not in rerun and len(night1) == JOBS.index(name):  # only a prefix of finished jobs is kept
                     night1.append({**done[name], "resumed": True})
                     continue
                 r = run_job(name, D, env, home / "jobs.log")
@@ -183,7 +195,7 @@ def save(root: str, results: dict, label: str, entry: dict) -> None:
 def report(results: dict) -> str:
     labels = sorted(results, key=size_of)
     lines = ["# Scale: one night per size (demo catalogue, each job in its own process)", "",
-             "| job | " + " | ".join(f"{l} s (peak GiB)" for l in labels) + " |", "|---|" + "---|" * len(labels)]
+             "| job | " + " | ".join(f"{l} s (peak GiB: summed RSS / PSS)" for l in labels) + " |", "|---|" + "---|" * len(labels)]
     for name in JOBS + ["total"]:
         cells = []
         for l in labels:
@@ -193,7 +205,9 @@ def report(results: dict) -> str:
                 cells.append(f"**{sum(r['seconds'] for r in rows.values()):.0f}**" + ("" if done else " (incomplete)"))
             elif name in rows:
                 r = rows[name]
-                cells.append(f"{r['seconds']:.0f} ({r['peak_gib']:.1f})" + ("" if r["ok"] else " FAILED"))
+                pss = f" / PSS {r['peak_pss_gib']:.1f}" if "peak_pss_gib" in r else ""
+                cells.append(f"{r['seconds']:.0f} ({r['peak_gib']:.1f}{pss})" + ("" if r["ok"] else " FAILED")
+                             + ("" if r.get("resumed") else " (run now)" if any(x.get("resumed") for x in rows.values()) else ""))
             else:
                 cells.append("–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -208,12 +222,13 @@ def report(results: dict) -> str:
         if "night2" in results[l]:
             n1 = {r["job"]: r["seconds"] for r in results[l]["night1"]}
             n2 = {r["job"]: r["seconds"] for r in results[l]["night2"]}
-            peak2 = {r["job"]: r["peak_gib"] for r in results[l]["night2"]}
+            peak2 = {r["job"]: f"{r['peak_gib']:.1f}" + (f" / PSS {r['peak_pss_gib']:.1f}" if "peak_pss_gib" in r else "")
+                     for r in results[l]["night2"]}
             lines += ["", f"## {l}: the next night ({results[l]['night2_changes']})", "",
-                      "| job | night 1 s | next night s (peak GiB) | ratio |", "|---|---|---|---|"]
+                      "| job | night 1 s | next night s (peak GiB: summed RSS / PSS) | ratio |", "|---|---|---|---|"]
             for name in JOBS:
                 if name in n2:
-                    lines.append(f"| {name} | {n1[name]:.0f} | {n2[name]:.0f} ({peak2[name]:.1f}) | "
+                    lines.append(f"| {name} | {n1[name]:.0f} | {n2[name]:.0f} ({peak2[name]}) | "
                                  f"{n2[name] / max(n1[name], 1e-9):.2f} |")
             both = [j for j in JOBS if j in n2]
             t1, t2 = sum(n1[j] for j in both), sum(n2[j] for j in both)
