@@ -61,9 +61,6 @@ class RatingConfig:
     device: str = "cpu"
     threads: int = 1  # torch CPU threads while training: the steps are small, and two threads on
     # cores a Spark JVM also uses ran an ml-latest-small epoch in 55 s instead of 0.9 s (spin-waits)
-    trial_processes: int = 2  # a selection round's trials run side by side in this many forked
-    # processes (CPU only), each on ``threads`` threads: a 2-core machine's second core otherwise
-    # idles through selection; 1: one trial after another (the results are the same)
 
     def params(self) -> dict:
         return {f"rating.{k}": (str(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -267,35 +264,6 @@ class LazyMomentumSGD:
             p.grad = None
 
 
-_TRIALS: tuple | None = None  # (data, keywords) of the running _fit_trials: forked processes inherit it
-
-
-def _fit_trials(data: FitData, configs: list, *, processes: int, **kw) -> list:
-    """``_fit(data, cfg=c, **kw)`` for each config, in order: side by side in up to ``processes``
-    forked processes on the CPU (they inherit ``data`` instead of receiving a copy; each returns
-    its model and history), else one after another. Each fit is seeded alone, so both ways give
-    the same results."""
-    global _TRIALS
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    processes = min(processes, len(configs))
-    if (processes <= 1 or any(not str(c.device).startswith("cpu") for c in configs)
-            or "fork" not in mp.get_all_start_methods()):
-        return [_fit(data, cfg=c, **kw) for c in configs]
-    _TRIALS = (data, kw)
-    try:
-        with ProcessPoolExecutor(processes, mp_context=mp.get_context("fork")) as pool:
-            return list(pool.map(_fit_trial, configs))
-    finally:
-        _TRIALS = None
-
-
-def _fit_trial(c: "RatingConfig"):
-    data, kw = _TRIALS
-    return _fit(data, cfg=c, **kw)
-
-
 def _fit(data: FitData, *, r_min, r_max, cfg, val=None, epochs=None, progress=None):
     """:func:`fit_rating_model` on prepared data (whose biases stand: ``cfg.bias_regs`` is not read),
     with ``cfg.threads`` torch threads."""
@@ -416,8 +384,7 @@ def _train(data: FitData, *, r_min, r_max, cfg, val, epochs, progress):
         history["val_rmse"].append(v)
         if progress:
             progress(epoch, history)
-        log.info("rating model (reg %.3g, text_reg %.3g, init_std %.3g) epoch %d: train MSE %.4f, validation RMSE %.4f",
-                 cfg.reg, cfg.text_reg, cfg.init_std, epoch, history["train_mse"][-1], v)
+        log.info("rating model epoch %d: train MSE %.4f, validation RMSE %.4f", epoch, history["train_mse"][-1], v)
         if val is not None and len(val) and (waited >= cfg.patience or not np.isfinite(history["train_mse"][-1])):
             break  # no better for ``patience`` epochs, or diverged (a too-large initial scale or rate)
     if best_state is None:
@@ -459,24 +426,22 @@ def select_rating_model(fit: pd.DataFrame, val: pd.DataFrame, *, cfg: RatingConf
     data = FitData.build(fit, n_users=n_users, n_items=n_items, item_text=item_text, user_text=user_text,
                          bias_regs=cfg.bias_regs, device=cfg.device)
 
-    def trials(configs: list) -> None:
-        """Fit the configs not tried yet (side by side, ``cfg.trial_processes``); keep the best."""
+    def trial(c: RatingConfig):
         nonlocal best
-        todo = {}
-        for c in configs:
-            todo.setdefault((c.reg, c.text_reg, c.init_std), c)
-        todo = {k: c for k, c in todo.items() if k not in tried}
-        fitted = _fit_trials(data, list(todo.values()), processes=cfg.trial_processes, r_min=r_min, r_max=r_max,
-                             val=val)
-        for key, (params, hist) in zip(todo, fitted):
-            tried[key] = (hist["best_val_rmse"], hist["best_epoch"])
-            log.info("rating model reg %.3g, text_reg %.3g, init_std %.3g: validation RMSE %.4f at epoch %d",
-                     *key, *tried[key])
-            if best is None or tried[key][0] < tried[best[0]][0]:
-                best = (key, params)
+        key = (c.reg, c.text_reg, c.init_std)
+        if key in tried:
+            return
+        params, hist = _fit(data, r_min=r_min, r_max=r_max, cfg=c, val=val)
+        tried[key] = (hist["best_val_rmse"], hist["best_epoch"])
+        log.info("rating model reg %.3g, text_reg %.3g, init_std %.3g: validation RMSE %.4f at epoch %d", *key, *tried[key])
+        if best is None or tried[key][0] < tried[best[0]][0]:
+            best = (key, params)
 
-    trials([dataclasses.replace(cfg, reg=reg) for reg in cfg.reg_grid])
-    trials([dataclasses.replace(cfg, reg=best[0][0], init_std=s) for s in cfg.init_std_grid])
-    trials([dataclasses.replace(cfg, reg=best[0][0], init_std=best[0][2], text_reg=t) for t in cfg.text_reg_grid])
+    for reg in cfg.reg_grid:
+        trial(dataclasses.replace(cfg, reg=reg))
+    for init_std in cfg.init_std_grid:
+        trial(dataclasses.replace(cfg, reg=best[0][0], init_std=init_std))
+    for text_reg in cfg.text_reg_grid:
+        trial(dataclasses.replace(cfg, reg=best[0][0], init_std=best[0][2], text_reg=text_reg))
     (reg, text_reg, init_std), params = best
     return dataclasses.replace(cfg, reg=reg, text_reg=text_reg, init_std=init_std, epochs=tried[best[0]][1]), tried, params

@@ -49,34 +49,6 @@ def test_beats_biases_on_a_test_part_and_stays_on_the_scale(demo):
     assert pred.min() >= 0.5 and pred.max() <= 5.0
 
 
-def test_trials_side_by_side_choose_and_fit_exactly_as_one_after_another(demo):
-    """Selection's rounds in forked processes give the same trials, choice and model as in turn."""
-    import dataclasses
-    import os
-
-    df, T, nU, nI = demo
-    fit, val, _ = three_way_split(df, 0.8, 0.1, seed=1)
-    base = RatingConfig(dim=8, epochs=6, reg_grid=(0.03, 0.3, 1.0), text_reg_grid=(1e-4, 1.0))
-    pids = []
-    import lmrec.model.rating as rating
-
-    fit_one = rating._fit
-    rating._fit = lambda *a, **k: (pids.append(os.getpid()), fit_one(*a, **k))[1]  # which process fits
-    try:
-        side = select_rating_model(fit, val, cfg=dataclasses.replace(base, trial_processes=2), **_kw(T, nU, nI))
-        # The first round's three fits ran in forked processes (their lists grew, not this one);
-        # the later rounds have one new trial each and fit here.
-        assert pids == [os.getpid()] * 2
-        in_turn = select_rating_model(fit, val, cfg=dataclasses.replace(base, trial_processes=1), **_kw(T, nU, nI))
-        assert pids == [os.getpid()] * (2 + len(in_turn[1]))
-    finally:
-        rating._fit = fit_one
-    assert side[1] == in_turn[1] and len(side[1]) == 5  # 3 regs, init 0.1, text_reg 1.0
-    assert dataclasses.replace(side[0], trial_processes=1) == in_turn[0]
-    for a, b in zip(dataclasses.astuple(side[2]), dataclasses.astuple(in_turn[2])):
-        np.testing.assert_array_equal(a, b)
-
-
 def test_the_history_never_holds_the_item_being_rated(demo):
     """A fit pair is predicted from its user's history without that item: the same prediction as
     with the item removed from the history (what serving sees for an unrated item)."""
