@@ -142,8 +142,6 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
                            "scorer.chosen_text_decay": history["text_decay"], "scorer.chosen_batch_size": history["batch_size"]})
         mlflow.log_metrics({f"scorer.val_ndcg_at_10.text_decay_{d:g}": v for d, v in history["text_decay_tried"].items()})
         mlflow.log_metrics({f"scorer.val_ndcg_at_10.ease_lambda_{lam:.2f}": v for lam, v in history["ease_lambda_tried"].items()})
-        mlflow.log_metrics({f"scorer.val_ndcg_at_10.ease_lambda_all_items_{lam:.2f}": v
-                            for lam, v in history["ease_lambda_full_tried"].items()})
         mlflow.log_metrics({f"scorer.val_ndcg_at_10.ease_side_weight_{w:.2f}": v
                             for w, v in history["ease_side_weight_tried"].items()})
         mlflow.log_metrics({f"scorer.val_ndcg_at_10.blended.ease_side_weight_{w:.2f}": v

@@ -66,11 +66,6 @@ class ScorerConfig:
     # grid scales with the data); () keeps ease_lambda
     ease_lambda_grid: tuple = (1.0, 4.0, 16.0, 64.0, 256.0)
     ease_tune_max_items: int = 5_000  # λ is chosen on at most this many most popular items (an inverse each)
-    # When the EASE items are more than the tuning items, the tuning set's chosen multiple c and
-    # these multiples of it are judged again over all the EASE items (an inverse each): more items
-    # want more regularisation than the mean count's ratio gives (25M: 16x chosen on 5,000 items,
-    # 64x best over 20,000); () keeps the tuning set's choice
-    ease_full_refine: tuple = (4.0,)
     # Collective EASE (Jeunen et al., RecSys 2020): the item text vectors as side information in
     # the EASE part, XᵀX + w·S Sᵀ. w tried on validation at the chosen λ, as multiples of the same
     # mean count (0: plain EASE); () keeps ease_side_weight
@@ -368,7 +363,6 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
     history["text_decay_tried"] = decay_tried if len(decays) > 1 else {}
     history["batch_size"] = batch_size
     history["ease_lambda"], history["ease_lambda_tried"] = ease.lam, ease.lam_tried
-    history["ease_lambda_full_tried"] = ease.lam_full_tried  # over all the EASE items (when more than the tuning set)
     history["ease_side_weight_tried"] = ease.side_tried  # EASE alone, on the tuning items
     history["ease_side_weight_blended"] = side_blended if len(side_weights) > 1 else {}
     if history["blend"] is not None:
@@ -479,7 +473,6 @@ class EaseChoice:
     side_weight: float
     lam_tried: dict
     side_tried: dict
-    lam_full_tried: dict = field(default_factory=dict)  # over all the EASE items (refinement)
 
 
 def choose_ease(X: sp.csr_matrix, train: pd.DataFrame, val: pd.DataFrame, n_items: int, cfg: ScorerConfig,
@@ -491,9 +484,7 @@ def choose_ease(X: sp.csr_matrix, train: pd.DataFrame, val: pd.DataFrame, n_item
     on past it, x4 a step, at most 3 steps (not below a side weight of 0: plain EASE). Each point is
     an n x n inverse, so the choice is made over the ``ease_tune_max_items`` most popular items;
     the returned values are c times the mean count over all the EASE items (the same items when
-    the catalogue is within the cap). When the EASE items are more than the tuning items, λ's c
-    and ``cfg.ease_full_refine`` multiples of it are judged again over all of them (an inverse
-    each) and the best is kept; the side weight stays the tuning set's choice."""
+    the catalogue is within the cap)."""
     from lmrec.model.baselines import popular_items
     from lmrec.model.evaluation import ranking_metrics
 
@@ -517,26 +508,12 @@ def choose_ease(X: sp.csr_matrix, train: pd.DataFrame, val: pd.DataFrame, n_item
     if side is not None and np.any(side_tune) and cfg.ease_side_grid:
         c_side, side_tried = _grid_search(cfg.ease_side_grid, lambda c: lam_tried[c_lam] if c == 0
                                           else val_ndcg(c_lam * count_tune, c * count_tune))  # 0: plain EASE, known
-    full_tried = {}
-    if len(full) > len(tune) and cfg.ease_full_refine:
-        def full_ndcg(c: float) -> float:
-            B, active = ease_matrix(X, c * count_full, cfg.ease_max_items)
-            ndcg = ranking_metrics(ease_score_fn(X, B, active, n_items), train, val, n_items, k=10)["ndcg_at_10"]
-            log.info("EASE lambda %.4g over all %d EASE items (x mean count %.1f): val NDCG@10 %.4f",
-                     c * count_full, len(full), count_full, ndcg)
-            return ndcg
-
-        candidates = [c_lam] + [c_lam * f for f in cfg.ease_full_refine]
-        full_tried = {c: full_ndcg(c) for c in candidates}
-        c_lam = max(candidates, key=lambda c: (full_tried[c], -candidates.index(c)))  # ties: the tuning set's
     lam, w = float(c_lam * count_full), float(c_side * count_full)
     if len(full) > len(tune):
         log.info("EASE lambda %.4g, side weight %.4g: %g and %g x the mean count over all %d EASE items "
-                 "(chosen on the %d most popular%s)", lam, w, c_lam, c_side, len(full), len(tune),
-                 ", lambda judged again over all" if full_tried else "")
+                 "(chosen on the %d most popular)", lam, w, c_lam, c_side, len(full), len(tune))
     return EaseChoice(lam, w, {float(c * count_tune): v for c, v in lam_tried.items()},
-                      {float(c * count_tune): v for c, v in side_tried.items()},
-                      {float(c * count_full): v for c, v in full_tried.items()})
+                      {float(c * count_tune): v for c, v in side_tried.items()})
 
 
 def _grid_search(grid, trial) -> tuple[float, dict]:

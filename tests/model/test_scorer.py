@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -135,29 +133,6 @@ def test_ease_lambda_is_chosen_on_validation_and_scales_with_the_data(demo):
 
     _, hist = _fit(inner, T, nU, nI, val=val, epochs=1, ease_lambda_grid=(1.0, 16.0, 256.0))
     assert hist["ease_lambda"] == lam and hist["ease_lambda_tried"] == pytest.approx(tried)
-
-
-def test_ease_lambda_is_judged_again_over_all_items_when_tuned_on_fewer(demo):
-    """With more EASE items than tuning items, the tuning set's multiple c and 4c are judged over
-    all of them (by hand here) and the better kept; the side weight stays the tuning set's."""
-    df, T, nU, nI = demo
-    train, _ = random_split(df, 0.75, seed=1)
-    inner, val = random_split(train, 0.9, seed=2)
-    X = interactions(inner, nU, nI)
-    counts = np.asarray(X.sum(0)).ravel()
-    n_active = int((counts > 0).sum())
-    cfg = ScorerConfig(ease_lambda_grid=(1.0, 16.0, 256.0), ease_tune_max_items=n_active // 4, ease_full_refine=(4.0,))
-    choice = choose_ease(X, inner, val, nI, cfg)
-    tune = np.sort(np.argsort(-counts, kind="stable")[: n_active // 4])
-    count_tune, count_full = counts[tune].mean(), X.nnz / n_active
-    c_tune = max(choice.lam_tried, key=choice.lam_tried.get) / count_tune
-    assert sorted(choice.lam_full_tried) == pytest.approx([c_tune * count_full, 4 * c_tune * count_full])
-    for lam_i, ndcg in choice.lam_full_tried.items():
-        assert ndcg == pytest.approx(ranking_metrics(fit_ease(inner, nU, nI, lam=lam_i), inner, val, nI)["ndcg_at_10"])
-    assert choice.lam == pytest.approx(max(choice.lam_full_tried, key=choice.lam_full_tried.get))
-    # Within the tuning cap, or with no refinement asked: nothing is judged again.
-    assert choose_ease(X, inner, val, nI, dataclasses.replace(cfg, ease_full_refine=())).lam_full_tried == {}
-    assert choose_ease(X, inner, val, nI, ScorerConfig(ease_lambda_grid=(1.0, 16.0, 256.0))).lam_full_tried == {}
 
 
 def test_ease_lambda_grid_goes_on_past_its_end(demo):
