@@ -140,7 +140,7 @@ def main() -> None:
                 if rerun and name not in rerun:  # a rerun keeps every other job's measurement
                     night1.append({**done[name], "resumed": True})
                     continue
-                if name in done and name not in rerun and len(night1) == JOBS.index(name):  # only a prefix of finished jobs is kept
+                if name in done and not rerun and len(night1) == JOBS.index(name):  # only a prefix of finished jobs is kept
                     night1.append({**done[name], "resumed": True})
                     continue
                 r = run_job(name, D, env, home / "jobs.log")
@@ -200,14 +200,15 @@ def report(results: dict) -> str:
         cells = []
         for l in labels:
             rows = {r["job"]: r for r in results[l]["night1"]}
+            mixed = any(r.get("resumed") for r in rows.values())  # some jobs kept from an earlier run
             if name == "total":
                 done = all(r["ok"] for r in rows.values()) and len(rows) == len(JOBS)
                 cells.append(f"**{sum(r['seconds'] for r in rows.values()):.0f}**" + ("" if done else " (incomplete)"))
             elif name in rows:
                 r = rows[name]
                 pss = f" / PSS {r['peak_pss_gib']:.1f}" if "peak_pss_gib" in r else ""
-                cells.append(f"{r['seconds']:.0f} ({r['peak_gib']:.1f}{pss})" + ("" if r["ok"] else " FAILED")
-                             + ("" if r.get("resumed") else " (run now)" if any(x.get("resumed") for x in rows.values()) else ""))
+                now = " (run now)" if mixed and not r.get("resumed") else ""
+                cells.append(f"{r['seconds']:.0f} ({r['peak_gib']:.1f}{pss})" + ("" if r["ok"] else " FAILED") + now)
             else:
                 cells.append("–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
