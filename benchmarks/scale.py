@@ -192,6 +192,11 @@ def save(root: str, results: dict, label: str, entry: dict) -> None:
     (Path(root) / RESULTS_FILE).write_text(json.dumps({**results, label: entry}, indent=1))
 
 
+def _peak(r: dict) -> str:
+    """A job's peak memory cell: summed RSS, and summed PSS where measured."""
+    return f"{r['peak_gib']:.1f}" + (f" / PSS {r['peak_pss_gib']:.1f}" if "peak_pss_gib" in r else "")
+
+
 def report(results: dict) -> str:
     labels = sorted(results, key=size_of)
     lines = ["# Scale: one night per size (demo catalogue, each job in its own process)", "",
@@ -206,9 +211,8 @@ def report(results: dict) -> str:
                 cells.append(f"**{sum(r['seconds'] for r in rows.values()):.0f}**" + ("" if done else " (incomplete)"))
             elif name in rows:
                 r = rows[name]
-                pss = f" / PSS {r['peak_pss_gib']:.1f}" if "peak_pss_gib" in r else ""
                 now = " (run now)" if mixed and not r.get("resumed") else ""
-                cells.append(f"{r['seconds']:.0f} ({r['peak_gib']:.1f}{pss})" + ("" if r["ok"] else " FAILED") + now)
+                cells.append(f"{r['seconds']:.0f} ({_peak(r)})" + ("" if r["ok"] else " FAILED") + now)
             else:
                 cells.append("–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -223,8 +227,7 @@ def report(results: dict) -> str:
         if "night2" in results[l]:
             n1 = {r["job"]: r["seconds"] for r in results[l]["night1"]}
             n2 = {r["job"]: r["seconds"] for r in results[l]["night2"]}
-            peak2 = {r["job"]: f"{r['peak_gib']:.1f}" + (f" / PSS {r['peak_pss_gib']:.1f}" if "peak_pss_gib" in r else "")
-                     for r in results[l]["night2"]}
+            peak2 = {r["job"]: _peak(r) for r in results[l]["night2"]}
             lines += ["", f"## {l}: the next night ({results[l]['night2_changes']})", "",
                       "| job | night 1 s | next night s (peak GiB: summed RSS / PSS) | ratio |", "|---|---|---|---|"]
             for name in JOBS:
