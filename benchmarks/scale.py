@@ -137,10 +137,9 @@ def main() -> None:
             if "train" in rerun:
                 env["LMREC_RETRAIN"] = "always"
             for name in JOBS:
-                if rerun and name not in rerun:  # a rerun keeps every other job's measurement
-                    night1.append({**done[name], "resumed": True})
-                    continue
-                if name in done and not rerun and len(night1) == JOBS.index(name):  # only a prefix of finished jobs is kept
+                # A rerun keeps every other job's measurement; a resume only a prefix of finished jobs.
+                keep = name not in rerun if rerun else name in done and len(night1) == JOBS.index(name)
+                if keep:
                     night1.append({**done[name], "resumed": True})
                     continue
                 r = run_job(name, D, env, home / "jobs.log")

@@ -104,6 +104,12 @@ def spd_inverse(G: np.ndarray) -> np.ndarray:
     return torch.cholesky_inverse(L).numpy()
 
 
+def _abs_row_sum_max(G: np.ndarray, block: int = 2048) -> float:
+    """max_i Σ_j |G_ij| (Gershgorin's bound on the largest eigenvalue), a block of rows at a time:
+    no n×n temporary (1.6 GB at 20,000 items in float32); 0 for an empty matrix."""
+    return max((float(np.abs(G[s:s + block]).sum(1).max()) for s in range(0, len(G), block)), default=0.0)
+
+
 def ease_matrix(X: sp.csr_matrix, lam: float = EASE_LAMBDA, max_items: int = 20_000, *,
                 side: np.ndarray | None = None, side_weight: float = 0.0,
                 dtype=None) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +134,7 @@ def ease_matrix(X: sp.csr_matrix, lam: float = EASE_LAMBDA, max_items: int = 20_
 
         Sa = torch.from_numpy(np.asarray(side[active], G.dtype))
         torch.from_numpy(G).addmm_(Sa, Sa.T, alpha=side_weight)  # in place: no third n×n matrix
-    if dtype is None and (float(np.abs(G).sum(1).max()) + lam) / lam > EASE_FLOAT32_MAX_COND:
+    if dtype is None and (_abs_row_sum_max(G) + lam) / lam > EASE_FLOAT32_MAX_COND:
         G = G.astype(np.float64)
     G[np.diag_indices_from(G)] += lam
     try:
