@@ -8,9 +8,10 @@ item the user rated in neither fit nor validation (as train and gate do). Interv
 Profiles see only texts about fit pairs (``lmrec.text.profiles``): never a review or tag about a
 validation or test pair. Amazon items have no catalogue text: an item is known by its fit reviews.
 
-Models: the lmrec scorer (EASE λ and side weight, epochs and blend chosen on validation), its neural
-part alone, the same two without any text (the language model's share on warm users), EASE (the
-scorer's λ, on the grid that scales with the data; without side information), collective EASE with
+Models: the lmrec scorer (EASE λ, side weight and item-kNN weight, epochs and blend chosen on
+validation), its neural part alone, its EASE part alone (EASE with item-kNN folded in), the same
+three without any text (the language model's share on warm users), EASE (the scorer's λ, on the
+grid that scales with the data; without side information or kNN), collective EASE with
 the MiniLM item vectors as side information (Jeunen et al., RecSys 2020; side weight on validation at EASE's λ, 0.03x to 256x the mean item count), item-kNN
 (neighbours, shrinkage), Spark ALS implicit (rank, reg), popularity, text only. Then cold items:
 20% of the items held out entirely, ranked among themselves (the scorer without EASE vs text only).
@@ -92,12 +93,15 @@ def run(name: str, spark, encoder) -> str:
         params, hist = fit_scorer(fit, val=val, n_users=nU, n_items=nI, item_text=Ti, user_text=Ui, rating_max=r_max,
                                   cfg=sc)
         secs = time.perf_counter() - t0
-        knobs = (f"λ {hist['ease_lambda']:.0f}, side weight {hist['ease_side_weight']:.3g}, {hist['best_epoch']} epochs, "
+        knobs = (f"λ {hist['ease_lambda']:.0f}, side weight {hist['ease_side_weight']:.3g}, "
+                 f"kNN weight {hist['ease_knn_weight']:g}, {hist['best_epoch']} epochs, "
                  f"text decay {hist['text_decay']:g}, batch {hist['batch_size']}, "
                  f"blend ({hist['blend'][0]:.3g}, {hist['blend'][1]:.3g})")
         table.add(label, make_score_fn(params, H, X, Ti, Ui, nI), knobs, secs)
         neural = dataclasses.replace(params, alpha=1.0, gamma=0.0)
         table.add(f"{label}: neural part alone", make_score_fn(neural, H, X, Ti, Ui, nI), "blend forced (1, 0)", secs)
+        ease_part = dataclasses.replace(params, alpha=0.0, gamma=1.0)
+        table.add(f"{label}: EASE part alone", make_score_fn(ease_part, H, X, Ti, Ui, nI), "blend forced (0, 1)", secs)
         scorer[label] = (params, hist)
     params, hist = scorer["lmrec scorer"]
     lam = hist["ease_lambda"]

@@ -132,13 +132,14 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         X_fit = interactions(fit, data.n_users, data.n_items)
         rating_fn = lambda u, i: rating_fit.predict(u, i, X_fit, known.item_text, known.user_text)  # noqa: E731
         results = evaluate_all(spark, known, fit, sample_users(test), val_params, seen=pd.concat([fit, val]),
-                               rating=rating_fn, with_als=with_als, sc=sc)
+                               rating=rating_fn, with_als=with_als, sc=sc, ease_knobs=history)
         for name, m in results.items():
             mlflow.log_metrics({f"{name}.{k}": v for k, v in scalars(m).items()})
         for e, loss, ndcg in zip(history["epoch"], history["loss"], history["val_ndcg_at_10"]):
             mlflow.log_metrics({"train.loss": loss, "train.val_ndcg_at_10": ndcg}, step=e)
         mlflow.log_params({"scorer.chosen_ease_lambda": history["ease_lambda"],
                            "scorer.chosen_ease_side_weight": history["ease_side_weight"],
+                           "scorer.chosen_ease_knn_weight": history["ease_knn_weight"],
                            "scorer.chosen_text_decay": history["text_decay"], "scorer.chosen_batch_size": history["batch_size"]})
         mlflow.log_metrics({f"scorer.val_ndcg_at_10.text_decay_{d:g}": v for d, v in history["text_decay_tried"].items()})
         mlflow.log_metrics({f"scorer.val_ndcg_at_10.ease_lambda_{lam:.2f}": v for lam, v in history["ease_lambda_tried"].items()})
@@ -146,6 +147,8 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
                             for w, v in history["ease_side_weight_tried"].items()})
         mlflow.log_metrics({f"scorer.val_ndcg_at_10.blended.ease_side_weight_{w:.2f}": v
                             for w, v in history["ease_side_weight_blended"].items()})
+        mlflow.log_metrics({f"scorer.val_ndcg_at_10.ease_knn_weight_{w:g}": v
+                            for w, v in history["ease_knn_weight_tried"].items()})
         mlflow.log_params({"rating.chosen_reg": rc.reg, "rating.chosen_text_reg": rc.text_reg, "rating.chosen_epochs": rc.epochs,
                            "rating.chosen_init_std": rc.init_std, "rating.chosen_bias_regs": str(rc.bias_regs)})
         mlflow.log_metrics({f"rating.val_rmse.reg_{reg:g}.text_reg_{t:g}.init_std_{s:g}": v[0]
@@ -167,11 +170,11 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         # at 25M ratings (the 25M night's train was killed for memory in the refit with them alive).
         del val_params, known, held_out, fit, val, test, X_fit, rating_fn, rating_fit
         _release_driver_heap(spark)
-        # Refit on every rating up to D with the chosen epochs, blend, λ, side weight, text decay and
-        # batch size (documented in README).
+        # Refit on every rating up to D with the chosen epochs, blend, λ, side weight, kNN weight,
+        # text decay and batch size (documented in README).
         chosen = dict(epochs=history["best_epoch"], blend=history["blend"], ease_lambda=history["ease_lambda"],
-                      ease_side_weight=history["ease_side_weight"], text_decay=history["text_decay"],
-                      batch_size=history["batch_size"])
+                      ease_side_weight=history["ease_side_weight"], ease_knn_weight=history["ease_knn_weight"],
+                      text_decay=history["text_decay"], batch_size=history["batch_size"])
         if cfg.train_processes > 1:
             from lmrec.model.scorer import fit_scorer_distributed
 
@@ -196,6 +199,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
                            "best_epoch": str(history["best_epoch"]), "blend": json.dumps(history["blend"]),
                            "ease_lambda": f"{history['ease_lambda']:.6g}",
                            "ease_side_weight": f"{history['ease_side_weight']:.6g}",
+                           "ease_knn_weight": f"{history['ease_knn_weight']:.6g}",
                            "text_decay": f"{history['text_decay']:g}"}.items():
             client.set_model_version_tag(S.MODEL_NAME, mv.version, key, value)
         client.set_registered_model_alias(S.MODEL_NAME, S.ALIAS_CANDIDATE, mv.version)

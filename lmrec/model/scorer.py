@@ -71,6 +71,11 @@ class ScorerConfig:
     # mean count (0: plain EASE); () keeps ease_side_weight
     ease_side_grid: tuple = (0.0, 0.03, 0.1, 0.3, 1.0, 4.0, 16.0)
     ease_side_weight: float = 0.0  # side weight when none is chosen on validation
+    # Item-kNN folded into the EASE matrix, B + w·(‖B‖/‖S‖)·S with S the items' cosine similarity:
+    # w (relative to the two matrices' sizes, so no scaling with the data) tried on validation at
+    # the chosen λ and side weight (0: EASE alone); () keeps ease_knn_weight
+    ease_knn_grid: tuple = (0.0, 0.1, 0.3, 1.0, 3.0)
+    ease_knn_weight: float = 0.0  # kNN weight when none is chosen on validation
     ease_max_items: int = 20_000  # EASE over at most this many (most popular) items
     recency_weight: float = 0.5  # extra history weight of a user's most recent item (0 = none)
     fit_fraction: float = 0.7  # per-user random parts of D's ratings: this share fits the models,
@@ -277,17 +282,18 @@ def _sparse_rows(H: sp.csr_matrix, rows: np.ndarray, device):
 def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np.ndarray, user_text: np.ndarray,
                rating_max: float, cfg: ScorerConfig, val: pd.DataFrame | None = None, epochs: int | None = None,
                blend: tuple[float, float] | None = None, ease_lambda: float | None = None,
-               ease_side_weight: float | None = None, text_decay: float | None = None,
+               ease_side_weight: float | None = None, ease_knn_weight: float | None = None,
+               text_decay: float | None = None,
                batch_size: int | None = None, progress=None,
                shard: tuple[int, int] = (0, 1)) -> tuple[ScorerParams, dict]:
     """Train the scorer on ``train`` (user_idx, item_idx, rating, event_ts).
 
-    With ``val``, chooses EASE's λ and side weight (:func:`choose_ease`), stops early on validation NDCG@10
+    With ``val``, chooses EASE's λ, side weight and kNN weight (:func:`choose_ease`), stops early on validation NDCG@10
     of the neural part, keeps the best epoch and chooses the EASE blend on ``val``, once per value of
     ``cfg.text_decay_grid`` (without any text, the decay changes nothing and only ``text_decay``
     trains) and per EASE part (plain, and collective with the side weight EASE alone chose), keeping
     the decay and EASE part whose blended scorer has the best validation NDCG@10; without, trains exactly ``epochs`` epochs with
-    the given ``blend``, ``ease_lambda``, ``ease_side_weight``, ``text_decay`` and ``batch_size`` (the refit on all
+    the given ``blend``, ``ease_lambda``, ``ease_side_weight``, ``ease_knn_weight``, ``text_decay`` and ``batch_size`` (the refit on all
     data). Returns (params, history) where history has per-epoch losses and validation NDCG@10
     of the chosen training, ``best_epoch`` and every chosen knob.
     """
@@ -306,11 +312,15 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
             vu = np.sort(rng.choice(vu, cfg.eval_users, replace=False))
         val_eval = val[val[S.COL_USER_IDX].isin(vu)]
     ease = EaseChoice(cfg.ease_lambda if ease_lambda is None else ease_lambda,
-                      cfg.ease_side_weight if ease_side_weight is None else ease_side_weight, {}, {})
+                      cfg.ease_side_weight if ease_side_weight is None else ease_side_weight, {}, {},
+                      cfg.ease_knn_weight if ease_knn_weight is None else ease_knn_weight, {})
     if cfg.use_ease and ease_lambda is None and val_eval is not None and cfg.ease_lambda_grid:
-        ease = choose_ease(X, train, val_eval, n_items, cfg, side=item_text if ease_side_weight is None else None)
+        ease = choose_ease(X, train, val_eval, n_items, cfg, side=item_text if ease_side_weight is None else None,
+                           knn=ease_knn_weight is None)
         if ease_side_weight is not None:
             ease.side_weight = ease_side_weight
+        if ease_knn_weight is not None:
+            ease.knn_weight = ease_knn_weight
     choose = val_eval is not None and cfg.use_ease
     # Side weights the blended scorer judges: plain EASE and the weight EASE alone preferred (the
     # text the neural part already carries can make a side weight that helps EASE alone hurt the blend).
@@ -336,7 +346,8 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
     # chosen (the decay that helps the blend can weaken the neural part alone). One EASE matrix
     # alive at a time (1.6 GB at 20,000 items): a best one dropped for the next is built again.
     def ease_for(w: float):
-        return (ease_matrix(X, ease.lam, cfg.ease_max_items, side=item_text, side_weight=w) if cfg.use_ease
+        return (ease_matrix(X, ease.lam, cfg.ease_max_items, side=item_text, side_weight=w, knn_weight=ease.knn_weight)
+                if cfg.use_ease
                 else (np.zeros((0, 0), np.float32), np.zeros(0, np.int64)))
 
     best, decay_tried, side_blended = None, {}, {}
@@ -365,6 +376,7 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
     history["ease_lambda"], history["ease_lambda_tried"] = ease.lam, ease.lam_tried
     history["ease_side_weight_tried"] = ease.side_tried  # EASE alone, on the tuning items
     history["ease_side_weight_blended"] = side_blended if len(side_weights) > 1 else {}
+    history["ease_knn_weight"], history["ease_knn_weight_tried"] = ease.knn_weight, ease.knn_tried
     if history["blend"] is not None:
         blend = history["blend"][:2]
     else:
@@ -467,16 +479,19 @@ def _train_epochs(*, train, n_users, n_items, item_text, user_text, rating_max, 
 @dataclass
 class EaseChoice:
     """EASE's knobs chosen on validation: λ and the side weight (collective EASE), each as used
-    over all the EASE items, with the validation NDCG@10 of every value tried."""
+    over all the EASE items, and the weight of item-kNN folded in (relative: the same at any
+    size), with the validation NDCG@10 of every value tried."""
 
     lam: float
     side_weight: float
     lam_tried: dict
     side_tried: dict
+    knn_weight: float = 0.0
+    knn_tried: dict = field(default_factory=dict)
 
 
 def choose_ease(X: sp.csr_matrix, train: pd.DataFrame, val: pd.DataFrame, n_items: int, cfg: ScorerConfig,
-                side: np.ndarray | None = None) -> EaseChoice:
+                side: np.ndarray | None = None, knn: bool = True) -> EaseChoice:
     """EASE's λ, then (with ``side``, the item text vectors) the side weight w of collective EASE
     at that λ, each with the best validation NDCG@10 of the EASE part alone, from
     ``cfg.ease_lambda_grid`` and ``cfg.ease_side_grid``: multiples c of the mean interaction count
@@ -484,8 +499,10 @@ def choose_ease(X: sp.csr_matrix, train: pd.DataFrame, val: pd.DataFrame, n_item
     on past it, x4 a step, at most 3 steps (not below a side weight of 0: plain EASE). Each point is
     an n x n inverse, so the choice is made over the ``ease_tune_max_items`` most popular items;
     the returned values are c times the mean count over all the EASE items (the same items when
-    the catalogue is within the cap)."""
-    from lmrec.model.baselines import popular_items
+    the catalogue is within the cap). Then (``knn``) the weight of item-kNN folded into that matrix
+    (:func:`lmrec.model.baselines.add_knn`) from ``cfg.ease_knn_grid``, the same way: relative to
+    the matrices' sizes, it is returned as chosen."""
+    from lmrec.model.baselines import add_knn, item_cosine, popular_items
     from lmrec.model.evaluation import ranking_metrics
 
     full = popular_items(X, cfg.ease_max_items)
@@ -508,12 +525,30 @@ def choose_ease(X: sp.csr_matrix, train: pd.DataFrame, val: pd.DataFrame, n_item
     if side is not None and np.any(side_tune) and cfg.ease_side_grid:
         c_side, side_tried = _grid_search(cfg.ease_side_grid, lambda c: lam_tried[c_lam] if c == 0
                                           else val_ndcg(c_lam * count_tune, c * count_tune))  # 0: plain EASE, known
+    c_knn, knn_tried = 0.0, {}
+    if knn and cfg.ease_knn_grid:
+        B, active = ease_matrix(X_tune, c_lam * count_tune, len(tune), side=side_tune, side_weight=c_side * count_tune)
+        sim = item_cosine(X_tune[:, active])
+
+        def knn_ndcg(c: float) -> float:
+            if c == 0:  # EASE alone at the chosen knobs: known
+                return side_tried[c_side] if side_tried else lam_tried[c_lam]
+            fn = ease_score_fn(X, add_knn(B.copy(), sim, c), tune[active], n_items)
+            ndcg = ranking_metrics(fn, train, val, n_items, k=10)["ndcg_at_10"]
+            log.info("EASE lambda %.4g, side weight %.4g, item-kNN weight %.3g: val NDCG@10 %.4f",
+                     c_lam * count_tune, c_side * count_tune, c, ndcg)
+            return ndcg
+
+        c_knn, knn_tried = _grid_search(cfg.ease_knn_grid, knn_ndcg)
+        del B, sim
     lam, w = float(c_lam * count_full), float(c_side * count_full)
     if len(full) > len(tune):
         log.info("EASE lambda %.4g, side weight %.4g: %g and %g x the mean count over all %d EASE items "
-                 "(chosen on the %d most popular)", lam, w, c_lam, c_side, len(full), len(tune))
+                 "(chosen on the %d most popular), item-kNN weight %.3g", lam, w, c_lam, c_side, len(full), len(tune),
+                 c_knn)
     return EaseChoice(lam, w, {float(c * count_tune): v for c, v in lam_tried.items()},
-                      {float(c * count_tune): v for c, v in side_tried.items()})
+                      {float(c * count_tune): v for c, v in side_tried.items()}, float(c_knn),
+                      {float(c): v for c, v in knn_tried.items()})
 
 
 def _grid_search(grid, trial) -> tuple[float, dict]:

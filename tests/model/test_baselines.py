@@ -79,6 +79,27 @@ def test_item_knn_is_cosine_of_binary_columns():
     np.testing.assert_allclose(got, X @ shrunk, rtol=1e-5, atol=1e-5)
 
 
+def test_knn_weight_folds_item_cosine_into_the_ease_matrix():
+    """B + w·(‖B‖/‖S‖)·S with S the items' cosine (zero diagonal), computed here by hand; weight 0
+    is EASE unchanged, and the EASE-with-kNN scores are EASE's plus w·(‖B‖/‖S‖) times item-kNN's."""
+    train, nu, ni = _train(seed=5)
+    X = B.interactions(train, nu, ni)
+    plain, active = B.ease_matrix(X, lam=5.0)
+    Xd = X.toarray()[:, active]
+    norms = np.clip(np.linalg.norm(Xd, axis=0), 1e-9, None)
+    cos = (Xd.T @ Xd) / np.outer(norms, norms)
+    np.fill_diagonal(cos, 0.0)
+    scale = np.linalg.norm(plain) / np.linalg.norm(cos)
+    got, got_active = B.ease_matrix(X, lam=5.0, knn_weight=0.5)
+    np.testing.assert_array_equal(got_active, active)
+    np.testing.assert_allclose(got, plain + 0.5 * scale * cos, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(B.ease_matrix(X, lam=5.0, knn_weight=0.0)[0], plain)
+    users = np.arange(nu)
+    np.testing.assert_allclose(B.fit_ease(train, nu, ni, lam=5.0, knn_weight=0.5)(users),
+                               B.fit_ease(train, nu, ni, lam=5.0)(users) + 0.5 * scale * B.fit_item_knn(train, nu, ni)(users),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_collective_ease_adds_side_information_rows():
     """Collective EASE = plain EASE on X with the side information stacked under it as rows."""
     train, nu, ni = _train(seed=3)

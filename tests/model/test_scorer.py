@@ -92,6 +92,25 @@ def test_scorer_ease_part_is_the_ease_baseline(demo):
     np.testing.assert_allclose(reused, fit_ease(df, nU, nI, lam=ScorerConfig().ease_lambda)(users), atol=1e-6)
 
 
+def test_ease_baseline_leaves_out_the_folded_item_knn(demo):
+    """When the scorer's EASE part carries item-kNN, train's EASE baseline is EASE at the scorer's
+    λ without it (the same metrics as a refit by hand), not the scorer's EASE part."""
+    from types import SimpleNamespace
+
+    from lmrec.model.harness import evaluate_all
+
+    df, T, nU, nI = demo
+    train, test = random_split(df, 0.75, seed=1)
+    zeros = np.zeros((nU, T.shape[1]), np.float32)
+    params, hist = _fit(train, T, nU, nI, epochs=1, ease_lambda=50.0, ease_knn_weight=3.0)
+    data = SimpleNamespace(n_users=nU, n_items=nI, rating_max=5.0, item_text=T, user_text=zeros)
+    knobs = {"ease_lambda": 50.0, "ease_side_weight": 0.0, "ease_knn_weight": 3.0}
+    got = evaluate_all(None, data, train, test, params, with_als=False, ease_knobs=knobs)["ease"]["ndcg_at_10"]
+    assert got == pytest.approx(ranking_metrics(fit_ease(train, nU, nI, lam=50.0), train, test, nI)["ndcg_at_10"])
+    folded = ranking_metrics(fit_ease(train, nU, nI, lam=50.0, knn_weight=3.0), train, test, nI)["ndcg_at_10"]
+    assert folded != pytest.approx(got)  # the fold changes the ranking: the check above can fail
+
+
 @pytest.mark.spark
 def test_torch_distributor_two_cpu_processes(spark, demo):
     """Data-parallel refit through pyspark.ml.torch's TorchDistributor with 2 CPU processes."""
@@ -187,6 +206,32 @@ def test_ease_side_weight_is_chosen_on_validation_at_the_chosen_lambda(demo):
                            ease_lambda=choice.lam, ease_side_weight=hist["ease_side_weight"])
     assert (refit.alpha, refit.gamma) == rh["blend"] == (0.25, 1.0)
     np.testing.assert_array_equal(refit.ease_B, params.ease_B)
+
+
+def test_ease_knn_weight_is_chosen_on_validation_and_kept_by_the_refit(demo):
+    """After λ (and the side weight), each item-kNN weight of the grid is EASE at those knobs with
+    the items' cosine folded in, scored by hand the same; 0 is EASE alone; the best is chosen and
+    the scorer's EASE part is that matrix. A refit given the weight uses it without any grid."""
+    df, T, nU, nI = demo
+    train, _ = random_split(df, 0.75, seed=1)
+    inner, val = random_split(train, 0.9, seed=2)
+    knobs = dict(ease_lambda_grid=(1.0, 16.0), ease_side_grid=(), ease_knn_grid=(0.0, 0.3, 3.0))
+    X = interactions(inner, nU, nI)
+    choice = choose_ease(X, inner, val, nI, ScorerConfig(**knobs))
+    assert {0.0, 0.3, 3.0} <= set(choice.knn_tried) and set(choice.knn_tried) <= {0.0, 0.3, 3.0, 12.0, 48.0, 192.0}
+    for w, ndcg in choice.knn_tried.items():
+        by_hand = fit_ease(inner, nU, nI, lam=choice.lam, knn_weight=w)
+        assert ndcg == pytest.approx(ranking_metrics(by_hand, inner, val, nI)["ndcg_at_10"])
+    assert choice.knn_tried[0.0] == choice.lam_tried[choice.lam]
+    assert choice.knn_tried[choice.knn_weight] == max(choice.knn_tried.values())
+    assert choose_ease(X, inner, val, nI, ScorerConfig(**knobs), knn=False).knn_tried == {}
+
+    params, hist = _fit(inner, T, nU, nI, val=val, epochs=1, **knobs)
+    assert hist["ease_knn_weight"] == choice.knn_weight and hist["ease_knn_weight_tried"] == pytest.approx(choice.knn_tried)
+    np.testing.assert_array_equal(params.ease_B, ease_matrix(X, choice.lam, knn_weight=choice.knn_weight)[0])
+    refit, rh = _fit(inner, T, nU, nI, epochs=1, ease_lambda=choice.lam, ease_side_weight=0.0, ease_knn_weight=0.3)
+    assert rh["ease_knn_weight_tried"] == {} and rh["ease_knn_weight"] == 0.3
+    np.testing.assert_array_equal(refit.ease_B, ease_matrix(X, choice.lam, side=T, side_weight=0.0, knn_weight=0.3)[0])
 
 
 def test_text_decay_is_chosen_on_validation_from_the_same_start(demo):
