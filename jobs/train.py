@@ -132,7 +132,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None, s
         X_fit = interactions(fit, data.n_users, data.n_items)
         rating_fn = lambda u, i: rating_fit.predict(u, i, X_fit, known.item_text, known.user_text)  # noqa: E731
         results = evaluate_all(spark, known, fit, sample_users(test), val_params, seen=pd.concat([fit, val]),
-                               rating=rating_fn, with_als=with_als, sc=sc, ease_knobs=history)
+                               rating=rating_fn, with_als=with_als, sc=sc)
         for name, m in results.items():
             mlflow.log_metrics({f"{name}.{k}": v for k, v in scalars(m).items()})
         for e, loss, ndcg in zip(history["epoch"], history["loss"], history["val_ndcg_at_10"]):

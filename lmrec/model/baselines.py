@@ -91,14 +91,16 @@ def fit_item_knn(train, n_users, n_items, *, max_items: int = 20_000, k: int | N
     return score
 
 
-def add_knn(B: np.ndarray, sim: np.ndarray, weight: float) -> np.ndarray:
-    """``B`` + weight · (‖B‖/‖sim‖) · ``sim`` in place (Frobenius norms): an item-kNN similarity
-    folded into an EASE matrix with a weight relative to their sizes, so one grid of weights fits
-    every catalogue. X·B then scores EASE and item-kNN in one product."""
-    if weight:
-        scale = float(np.linalg.norm(B)) / max(float(np.linalg.norm(sim)), 1e-30)
-        B += np.float32(weight * scale) * sim
-    return B
+def add_knn(B: np.ndarray, sim: np.ndarray, weight: float) -> float:
+    """``B`` += c · ``sim`` with c = weight · ‖B‖/‖sim‖ (Frobenius norms), in place; returns c. An
+    item-kNN similarity folded into an EASE matrix with a weight relative to their sizes, so one
+    grid of weights fits every catalogue; X·B then scores EASE plus item-kNN in one product."""
+    if not weight:
+        return 0.0
+    c = float(weight) * float(np.linalg.norm(B)) / max(float(np.linalg.norm(sim)), 1e-30)
+    sim *= np.float32(c)  # in place: no third n x n matrix
+    B += sim
+    return c
 
 
 def spd_inverse(G: np.ndarray) -> np.ndarray:
@@ -127,13 +129,11 @@ def _abs_row_sum_max(G: np.ndarray, block: int = 2048) -> float:
 
 
 def ease_matrix(X: sp.csr_matrix, lam: float = EASE_LAMBDA, max_items: int = 20_000, *,
-                side: np.ndarray | None = None, side_weight: float = 0.0, knn_weight: float = 0.0,
+                side: np.ndarray | None = None, side_weight: float = 0.0,
                 dtype=None) -> tuple[np.ndarray, np.ndarray]:
     """EASE (Steck, 2019): B = I - P diag(1/diag P), P = (XᵀX + λI)⁻¹, zero diagonal. With
     ``side`` (n_items, d), collective EASE (Jeunen et al., RecSys 2020): the side information
     enters as extra rows of X weighted by sqrt(``side_weight``), i.e. XᵀX + side_weight · S Sᵀ.
-    With ``knn_weight``, the items' cosine similarity is added to B (:func:`add_knn`): a linear
-    ensemble of EASE and item-kNN (all neighbours, no shrinkage) in the one matrix.
 
     Returns (B over the active items, those item indices). Above ``max_items`` active items only
     the most popular ones are kept (the dense inverse is O(n³)).
@@ -161,23 +161,22 @@ def ease_matrix(X: sp.csr_matrix, lam: float = EASE_LAMBDA, max_items: int = 20_
         if dtype is not None or G.dtype == np.float64:
             raise
         del G
-        return ease_matrix(X, lam, max_items, side=side, side_weight=side_weight, knn_weight=knn_weight,
-                           dtype=np.float64)
+        return ease_matrix(X, lam, max_items, side=side, side_weight=side_weight, dtype=np.float64)
     del G
     P /= -np.diag(P).copy()[None, :]
     np.fill_diagonal(P, 0.0)
-    P = np.ascontiguousarray(P, dtype=np.float32)
-    if knn_weight:  # the cosine's Gram matrix built again: G was overwritten by the factor
-        add_knn(P, item_cosine(X[:, active]), knn_weight)
-    return P, active
+    return np.ascontiguousarray(P, dtype=np.float32), active
 
 
 def fit_ease(train, n_users, n_items, *, lam: float = EASE_LAMBDA, side: np.ndarray | None = None,
              side_weight: float = 0.0, knn_weight: float = 0.0):
-    """EASE (``side``: collective EASE with item side information; ``knn_weight``: item-kNN folded
-    in; see :func:`ease_matrix`)."""
+    """EASE (``side``: collective EASE with item side information, see :func:`ease_matrix`;
+    ``knn_weight``: item-kNN folded in, :func:`add_knn`)."""
     X = interactions(train, n_users, n_items)
-    return ease_score_fn(X, *ease_matrix(X, lam, side=side, side_weight=side_weight, knn_weight=knn_weight), n_items)
+    B, active = ease_matrix(X, lam, side=side, side_weight=side_weight)
+    if knn_weight:
+        add_knn(B, item_cosine(X[:, active]), knn_weight)
+    return ease_score_fn(X, B, active, n_items)
 
 
 def sparse_dense(X, dense: np.ndarray) -> np.ndarray:

@@ -89,21 +89,24 @@ def als_score_fn(spark, train: pd.DataFrame, n_items: int, *, implicit: bool, sc
 
 
 def ease_part(params, X, n_items: int):
-    """The scorer's EASE component alone (γ = 1, no neural part): EASE fitted on the same split
-    (collective EASE with the item text vectors when validation chose a side weight)."""
-    ease = dataclasses.replace(params, alpha=0.0, gamma=1.0)
+    """The scorer's EASE component alone (γ = 1, no neural part) without the item-kNN folded into
+    it: EASE fitted on the same split (collective EASE with the item text vectors when validation
+    chose a side weight). With a fold, its matrix less c · the items' cosine over ``X`` (the
+    binary histories it was fit on): a Gram matrix instead of another inverse."""
+    plain = params.ease_B
+    if params.ease_knn_scale:
+        plain = B.item_cosine(X[:, params.ease_items])
+        plain *= np.float32(-params.ease_knn_scale)
+        plain += params.ease_B  # in place: two n x n matrices, not three
+    ease = dataclasses.replace(params, alpha=0.0, gamma=1.0, ease_B=plain, ease_knn_scale=0.0)
     return lambda users: ease.ease_scores(X[users], n_items)
 
 
 def evaluate_all(spark, data, fit: pd.DataFrame, test: pd.DataFrame, params, *, seen: pd.DataFrame | None = None,
-                 rating=None, k: int = 10, with_als: bool = True, sc: ScorerConfig | None = None,
-                 ease_knobs: dict | None = None):
+                 rating=None, k: int = 10, with_als: bool = True, sc: ScorerConfig | None = None):
     """Metrics of the scorer and every baseline on the test part, all fit on ``fit``. Rankings
     exclude the ``seen`` pairs (default ``fit``; train passes fit + validation, which are neither
     candidates nor relevant). ``rating``: predict(users, items) of the rating model.
-    ``ease_knobs``: the scorer's chosen ``ease_lambda``, ``ease_side_weight`` and
-    ``ease_knn_weight`` (its history); the EASE baseline is the scorer's EASE part unless item-kNN
-    was folded into it, then EASE at that λ and side weight without it (one more inverse).
 
     Returns {model: metrics}; each baseline's metrics carry the paired bootstrap 95% interval of
     the scorer's NDCG@k minus its own (``scorer_minus_ndcg_at_k``, ``…_lo``, ``…_hi``, over test
@@ -118,18 +121,13 @@ def evaluate_all(spark, data, fit: pd.DataFrame, test: pd.DataFrame, params, *, 
     text_users = np.where(np.asarray(X.sum(1)).ravel()[:, None] > 0, profile, data.user_text)
     # Built one at a time and dropped after evaluation: at 20k items item-kNN's similarity is
     # 1.6 GB. The EASE baseline reuses the EASE matrix the scorer fit on the same part and λ
-    # unless that matrix has item-kNN folded in.
-    knobs = ease_knobs or {}
-    if knobs.get("ease_knn_weight") or not len(params.ease_items):
-        lam, side_weight = knobs.get("ease_lambda", sc.ease_lambda), knobs.get("ease_side_weight", 0.0)
-        ease = lambda: B.fit_ease(fit, n_u, n_i, lam=lam, side=data.item_text, side_weight=side_weight)  # noqa: E731
-    else:
-        ease = lambda: ease_part(params, X, n_i)  # noqa: E731
+    # (less the item-kNN folded into it).
     models = {
         "scorer": lambda: make_score_fn(params, H, X, data.item_text, data.user_text, n_i),
         "popularity": lambda: B.fit_popularity(fit, n_u, n_i),
         "item_knn": lambda: B.fit_item_knn(fit, n_u, n_i),
-        "ease": ease,
+        "ease": lambda: ease_part(params, X, n_i) if len(params.ease_items)
+        else B.fit_ease(fit, n_u, n_i, lam=sc.ease_lambda),
         "text_only": lambda: B.fit_text_only(text_users, data.item_text),
     }
     als_predict = None

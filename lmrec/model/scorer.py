@@ -27,7 +27,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from lmrec.core import schema as S
-from lmrec.model.baselines import EASE_LAMBDA, ease_dense, ease_matrix, ease_score_fn, interactions
+from lmrec.model.baselines import (EASE_LAMBDA, add_knn, ease_dense, ease_matrix, ease_score_fn, interactions,
+                                   item_cosine)
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,9 @@ class ScorerConfig:
     ease_side_grid: tuple = (0.0, 0.03, 0.1, 0.3, 1.0, 4.0, 16.0)
     ease_side_weight: float = 0.0  # side weight when none is chosen on validation
     # Item-kNN folded into the EASE matrix, B + w·(‖B‖/‖S‖)·S with S the items' cosine similarity:
-    # w (relative to the two matrices' sizes, so no scaling with the data) tried on validation at
-    # the chosen λ and side weight (0: EASE alone); () keeps ease_knn_weight
+    # w (relative to the two matrices' sizes) tried on validation by EASE alone over all the EASE
+    # items, at the chosen λ and each side weight the blend judges (0: EASE alone); () keeps
+    # ease_knn_weight
     ease_knn_grid: tuple = (0.0, 0.1, 0.3, 1.0, 3.0)
     ease_knn_weight: float = 0.0  # kNN weight when none is chosen on validation
     ease_max_items: int = 20_000  # EASE over at most this many (most popular) items
@@ -158,6 +160,7 @@ class ScorerParams:
     rating_max: float
     recency_weight: float
     alpha: float = 1.0  # weight of the neural part in the ranking score
+    ease_knn_scale: float = 0.0  # c in ease_B = EASE + c · the items' cosine (0: EASE alone)
     extra: dict = field(default_factory=dict)
 
     def item_factors(self, item_idx: np.ndarray, item_text: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -205,8 +208,9 @@ class ScorerParams:
     def from_npz(cls, path) -> "ScorerParams":
         z = np.load(path)
         kw = {k: z[k] for k in z.files}
-        for k in ("mu", "gamma", "rating_max", "recency_weight", "alpha"):
-            kw[k] = float(kw[k])
+        for k in ("mu", "gamma", "rating_max", "recency_weight", "alpha", "ease_knn_scale"):
+            if k in kw:  # ease_knn_scale: absent from versions trained before it
+                kw[k] = float(kw[k])
         return cls(**kw)
 
 
@@ -288,7 +292,8 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
                shard: tuple[int, int] = (0, 1)) -> tuple[ScorerParams, dict]:
     """Train the scorer on ``train`` (user_idx, item_idx, rating, event_ts).
 
-    With ``val``, chooses EASE's λ, side weight and kNN weight (:func:`choose_ease`), stops early on validation NDCG@10
+    With ``val``, chooses EASE's λ and side weight (:func:`choose_ease`) and the item-kNN weight
+    folded into it (:func:`choose_knn_weight`), stops early on validation NDCG@10
     of the neural part, keeps the best epoch and chooses the EASE blend on ``val``, once per value of
     ``cfg.text_decay_grid`` (without any text, the decay changes nothing and only ``text_decay``
     trains) and per EASE part (plain, and collective with the side weight EASE alone chose), keeping
@@ -312,15 +317,11 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
             vu = np.sort(rng.choice(vu, cfg.eval_users, replace=False))
         val_eval = val[val[S.COL_USER_IDX].isin(vu)]
     ease = EaseChoice(cfg.ease_lambda if ease_lambda is None else ease_lambda,
-                      cfg.ease_side_weight if ease_side_weight is None else ease_side_weight, {}, {},
-                      cfg.ease_knn_weight if ease_knn_weight is None else ease_knn_weight, {})
+                      cfg.ease_side_weight if ease_side_weight is None else ease_side_weight, {}, {})
     if cfg.use_ease and ease_lambda is None and val_eval is not None and cfg.ease_lambda_grid:
-        ease = choose_ease(X, train, val_eval, n_items, cfg, side=item_text if ease_side_weight is None else None,
-                           knn=ease_knn_weight is None)
+        ease = choose_ease(X, train, val_eval, n_items, cfg, side=item_text if ease_side_weight is None else None)
         if ease_side_weight is not None:
             ease.side_weight = ease_side_weight
-        if ease_knn_weight is not None:
-            ease.knn_weight = ease_knn_weight
     choose = val_eval is not None and cfg.use_ease
     # Side weights the blended scorer judges: plain EASE and the weight EASE alone preferred (the
     # text the neural part already carries can make a side weight that helps EASE alone hurt the blend).
@@ -345,18 +346,33 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
     # Each (text decay, side weight) is judged by what it serves: the scorer after its blend is
     # chosen (the decay that helps the blend can weaken the neural part alone). One EASE matrix
     # alive at a time (1.6 GB at 20,000 items): a best one dropped for the next is built again.
+    knn_chosen = {}  # side weight -> (kNN weight, {weight tried: val NDCG@10 of EASE alone})
+
     def ease_for(w: float):
-        return (ease_matrix(X, ease.lam, cfg.ease_max_items, side=item_text, side_weight=w, knn_weight=ease.knn_weight)
-                if cfg.use_ease
-                else (np.zeros((0, 0), np.float32), np.zeros(0, np.int64)))
+        """(B, its items, c): EASE at side weight ``w`` with item-kNN folded in as c · cosine, the
+        kNN weight given or (with validation) chosen over all the EASE items, once per ``w``."""
+        if not cfg.use_ease:
+            return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), 0.0
+        B, active = ease_matrix(X, ease.lam, cfg.ease_max_items, side=item_text, side_weight=w)
+        if ease_knn_weight is not None or not (choose and cfg.ease_knn_grid and len(active)):
+            knn_chosen.setdefault(w, (cfg.ease_knn_weight if ease_knn_weight is None else ease_knn_weight, {}))
+        sim = None
+        if w not in knn_chosen:
+            sim = item_cosine(X[:, active])
+            knn_chosen[w] = choose_knn_weight(X, B, sim, active, train, val_eval, n_items, cfg.ease_knn_grid)
+        knn_weight = knn_chosen[w][0]
+        if not knn_weight:
+            return B, active, 0.0
+        return B, active, add_knn(B, item_cosine(X[:, active]) if sim is None else sim, knn_weight)
 
     best, decay_tried, side_blended = None, {}, {}
     for w in side_weights:
         if best is not None:
             best[1].ease_B = None
-        B, active = ease_for(w)
+        B, active, knn_scale = ease_for(w)
         for decay, state, hist in trained:
-            state = dataclasses.replace(state, ease_B=B, ease_items=np.asarray(active, dtype=np.int64))
+            state = dataclasses.replace(state, ease_B=B, ease_items=np.asarray(active, dtype=np.int64),
+                                        ease_knn_scale=knn_scale)
             chosen = (choose_blend(state, train, val_eval, H, X, item_text, user_text, n_items, grid=cfg.blend_grid)
                       if choose and len(active) else None)
             score = chosen[2] if chosen else hist["best_val_ndcg_at_10"]
@@ -370,13 +386,13 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
         del B
     _, best_state, history = best
     if best_state.ease_B is None:
-        best_state.ease_B, _ = ease_for(history["ease_side_weight"])
+        best_state.ease_B, _, _ = ease_for(history["ease_side_weight"])
     history["text_decay_tried"] = decay_tried if len(decays) > 1 else {}
     history["batch_size"] = batch_size
     history["ease_lambda"], history["ease_lambda_tried"] = ease.lam, ease.lam_tried
     history["ease_side_weight_tried"] = ease.side_tried  # EASE alone, on the tuning items
     history["ease_side_weight_blended"] = side_blended if len(side_weights) > 1 else {}
-    history["ease_knn_weight"], history["ease_knn_weight_tried"] = ease.knn_weight, ease.knn_tried
+    history["ease_knn_weight"], history["ease_knn_weight_tried"] = knn_chosen.get(history["ease_side_weight"], (0.0, {}))
     if history["blend"] is not None:
         blend = history["blend"][:2]
     else:
@@ -479,19 +495,16 @@ def _train_epochs(*, train, n_users, n_items, item_text, user_text, rating_max, 
 @dataclass
 class EaseChoice:
     """EASE's knobs chosen on validation: λ and the side weight (collective EASE), each as used
-    over all the EASE items, and the weight of item-kNN folded in (relative: the same at any
-    size), with the validation NDCG@10 of every value tried."""
+    over all the EASE items, with the validation NDCG@10 of every value tried."""
 
     lam: float
     side_weight: float
     lam_tried: dict
     side_tried: dict
-    knn_weight: float = 0.0
-    knn_tried: dict = field(default_factory=dict)
 
 
 def choose_ease(X: sp.csr_matrix, train: pd.DataFrame, val: pd.DataFrame, n_items: int, cfg: ScorerConfig,
-                side: np.ndarray | None = None, knn: bool = True) -> EaseChoice:
+                side: np.ndarray | None = None) -> EaseChoice:
     """EASE's λ, then (with ``side``, the item text vectors) the side weight w of collective EASE
     at that λ, each with the best validation NDCG@10 of the EASE part alone, from
     ``cfg.ease_lambda_grid`` and ``cfg.ease_side_grid``: multiples c of the mean interaction count
@@ -499,10 +512,8 @@ def choose_ease(X: sp.csr_matrix, train: pd.DataFrame, val: pd.DataFrame, n_item
     on past it, x4 a step, at most 3 steps (not below a side weight of 0: plain EASE). Each point is
     an n x n inverse, so the choice is made over the ``ease_tune_max_items`` most popular items;
     the returned values are c times the mean count over all the EASE items (the same items when
-    the catalogue is within the cap). Then (``knn``) the weight of item-kNN folded into that matrix
-    (:func:`lmrec.model.baselines.add_knn`) from ``cfg.ease_knn_grid``, the same way: relative to
-    the matrices' sizes, it is returned as chosen."""
-    from lmrec.model.baselines import add_knn, item_cosine, popular_items
+    the catalogue is within the cap)."""
+    from lmrec.model.baselines import popular_items
     from lmrec.model.evaluation import ranking_metrics
 
     full = popular_items(X, cfg.ease_max_items)
@@ -525,30 +536,42 @@ def choose_ease(X: sp.csr_matrix, train: pd.DataFrame, val: pd.DataFrame, n_item
     if side is not None and np.any(side_tune) and cfg.ease_side_grid:
         c_side, side_tried = _grid_search(cfg.ease_side_grid, lambda c: lam_tried[c_lam] if c == 0
                                           else val_ndcg(c_lam * count_tune, c * count_tune))  # 0: plain EASE, known
-    c_knn, knn_tried = 0.0, {}
-    if knn and cfg.ease_knn_grid:
-        B, active = ease_matrix(X_tune, c_lam * count_tune, len(tune), side=side_tune, side_weight=c_side * count_tune)
-        sim = item_cosine(X_tune[:, active])
-
-        def knn_ndcg(c: float) -> float:
-            if c == 0:  # EASE alone at the chosen knobs: known
-                return side_tried[c_side] if side_tried else lam_tried[c_lam]
-            fn = ease_score_fn(X, add_knn(B.copy(), sim, c), tune[active], n_items)
-            ndcg = ranking_metrics(fn, train, val, n_items, k=10)["ndcg_at_10"]
-            log.info("EASE lambda %.4g, side weight %.4g, item-kNN weight %.3g: val NDCG@10 %.4f",
-                     c_lam * count_tune, c_side * count_tune, c, ndcg)
-            return ndcg
-
-        c_knn, knn_tried = _grid_search(cfg.ease_knn_grid, knn_ndcg)
-        del B, sim
     lam, w = float(c_lam * count_full), float(c_side * count_full)
     if len(full) > len(tune):
         log.info("EASE lambda %.4g, side weight %.4g: %g and %g x the mean count over all %d EASE items "
-                 "(chosen on the %d most popular), item-kNN weight %.3g", lam, w, c_lam, c_side, len(full), len(tune),
-                 c_knn)
+                 "(chosen on the %d most popular)", lam, w, c_lam, c_side, len(full), len(tune))
     return EaseChoice(lam, w, {float(c * count_tune): v for c, v in lam_tried.items()},
-                      {float(c * count_tune): v for c, v in side_tried.items()}, float(c_knn),
-                      {float(c): v for c, v in knn_tried.items()})
+                      {float(c * count_tune): v for c, v in side_tried.items()})
+
+
+def choose_knn_weight(X: sp.csr_matrix, B: np.ndarray, sim: np.ndarray, active: np.ndarray, train: pd.DataFrame,
+                      val: pd.DataFrame, n_items: int, grid) -> tuple[float, dict]:
+    """The weight w of the items' cosine ``sim`` folded into the EASE matrix ``B`` over the
+    ``active`` items (:func:`lmrec.model.baselines.add_knn`) with the best validation NDCG@10 of
+    EASE alone, from ``grid`` (0: ``B`` alone; past the top end x4 a step, like λ's). Scored as
+    X·B + c·X·S, without a third n×n matrix. Returns (w, {w tried: NDCG@10})."""
+    from lmrec.model.baselines import sparse_dense
+    from lmrec.model.evaluation import ranking_metrics
+
+    Xa = X[:, active].tocsr().astype(np.float32, copy=False)
+    ratio = float(np.linalg.norm(B)) / max(float(np.linalg.norm(sim)), 1e-30)
+
+    def trial(w: float) -> float:
+        def score(users):
+            xa = Xa[users]
+            part = sparse_dense(xa, B)
+            if w:
+                part += np.float32(w * ratio) * sparse_dense(xa, sim)
+            out = np.zeros((len(users), n_items), dtype=np.float32)
+            out[:, active] = part
+            return out
+
+        ndcg = ranking_metrics(score, train, val, n_items, k=10)["ndcg_at_10"]
+        log.info("EASE with item-kNN weight %.3g over all %d EASE items: val NDCG@10 %.4f", w, len(active), ndcg)
+        return ndcg
+
+    w, tried = _grid_search(grid, trial)
+    return float(w), {float(c): v for c, v in tried.items()}
 
 
 def _grid_search(grid, trial) -> tuple[float, dict]:

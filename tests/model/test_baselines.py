@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 import scipy.sparse as sp
 
 from lmrec.model import baselines as B
@@ -80,8 +81,9 @@ def test_item_knn_is_cosine_of_binary_columns():
 
 
 def test_knn_weight_folds_item_cosine_into_the_ease_matrix():
-    """B + w·(‖B‖/‖S‖)·S with S the items' cosine (zero diagonal), computed here by hand; weight 0
-    is EASE unchanged, and the EASE-with-kNN scores are EASE's plus w·(‖B‖/‖S‖) times item-kNN's."""
+    """add_knn: B + w·(‖B‖/‖S‖)·S with S the items' cosine (zero diagonal), computed here by hand,
+    returning the coefficient; weight 0 leaves B alone. EASE with kNN scores are EASE's plus that
+    coefficient times item-kNN's."""
     train, nu, ni = _train(seed=5)
     X = B.interactions(train, nu, ni)
     plain, active = B.ease_matrix(X, lam=5.0)
@@ -89,14 +91,18 @@ def test_knn_weight_folds_item_cosine_into_the_ease_matrix():
     norms = np.clip(np.linalg.norm(Xd, axis=0), 1e-9, None)
     cos = (Xd.T @ Xd) / np.outer(norms, norms)
     np.fill_diagonal(cos, 0.0)
+    np.testing.assert_allclose(B.item_cosine(X[:, active]), cos, rtol=1e-5, atol=1e-6)
     scale = np.linalg.norm(plain) / np.linalg.norm(cos)
-    got, got_active = B.ease_matrix(X, lam=5.0, knn_weight=0.5)
-    np.testing.assert_array_equal(got_active, active)
+    got = plain.copy()
+    c = B.add_knn(got, B.item_cosine(X[:, active]), 0.5)
+    assert c == pytest.approx(0.5 * scale, rel=1e-5)
     np.testing.assert_allclose(got, plain + 0.5 * scale * cos, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(B.ease_matrix(X, lam=5.0, knn_weight=0.0)[0], plain)
+    same = plain.copy()
+    assert B.add_knn(same, B.item_cosine(X[:, active]), 0.0) == 0.0
+    np.testing.assert_array_equal(same, plain)
     users = np.arange(nu)
     np.testing.assert_allclose(B.fit_ease(train, nu, ni, lam=5.0, knn_weight=0.5)(users),
-                               B.fit_ease(train, nu, ni, lam=5.0)(users) + 0.5 * scale * B.fit_item_knn(train, nu, ni)(users),
+                               B.fit_ease(train, nu, ni, lam=5.0)(users) + c * B.fit_item_knn(train, nu, ni)(users),
                                rtol=1e-4, atol=1e-5)
 
 

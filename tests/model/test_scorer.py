@@ -10,7 +10,7 @@ from lmrec.core import schema as S
 from lmrec.model.baselines import fit_ease, fit_popularity, interactions
 from lmrec.data.demo import generate
 from lmrec.model.evaluation import cold_item_split, random_split, ranking_metrics
-from lmrec.model.baselines import ease_matrix
+from lmrec.model.baselines import add_knn, ease_matrix, item_cosine
 from lmrec.model.scorer import ScorerConfig, choose_ease, fit_scorer, histories, make_score_fn
 
 
@@ -92,6 +92,14 @@ def test_scorer_ease_part_is_the_ease_baseline(demo):
     np.testing.assert_allclose(reused, fit_ease(df, nU, nI, lam=ScorerConfig().ease_lambda)(users), atol=1e-6)
 
 
+def _ease_scores(params, train, nU, nI):
+    import dataclasses
+
+    ease = dataclasses.replace(params, alpha=0.0, gamma=1.0)
+    X = interactions(train, nU, nI)
+    return lambda users: ease.ease_scores(X[users], nI)
+
+
 def test_ease_baseline_leaves_out_the_folded_item_knn(demo):
     """When the scorer's EASE part carries item-kNN, train's EASE baseline is EASE at the scorer's
     λ without it (the same metrics as a refit by hand), not the scorer's EASE part."""
@@ -103,12 +111,14 @@ def test_ease_baseline_leaves_out_the_folded_item_knn(demo):
     train, test = random_split(df, 0.75, seed=1)
     zeros = np.zeros((nU, T.shape[1]), np.float32)
     params, hist = _fit(train, T, nU, nI, epochs=1, ease_lambda=50.0, ease_knn_weight=3.0)
+    assert params.ease_knn_scale > 0
+    users = np.arange(nU)
+    folded = fit_ease(train, nU, nI, lam=50.0, knn_weight=3.0)
+    np.testing.assert_allclose(_ease_scores(params, train, nU, nI)(users), folded(users), rtol=1e-5, atol=1e-6)
     data = SimpleNamespace(n_users=nU, n_items=nI, rating_max=5.0, item_text=T, user_text=zeros)
-    knobs = {"ease_lambda": 50.0, "ease_side_weight": 0.0, "ease_knn_weight": 3.0}
-    got = evaluate_all(None, data, train, test, params, with_als=False, ease_knobs=knobs)["ease"]["ndcg_at_10"]
+    got = evaluate_all(None, data, train, test, params, with_als=False)["ease"]["ndcg_at_10"]
     assert got == pytest.approx(ranking_metrics(fit_ease(train, nU, nI, lam=50.0), train, test, nI)["ndcg_at_10"])
-    folded = ranking_metrics(fit_ease(train, nU, nI, lam=50.0, knn_weight=3.0), train, test, nI)["ndcg_at_10"]
-    assert folded != pytest.approx(got)  # the fold changes the ranking: the check above can fail
+    assert ranking_metrics(folded, train, test, nI)["ndcg_at_10"] != pytest.approx(got)  # the fold moves it: the check can fail
 
 
 @pytest.mark.spark
@@ -209,29 +219,34 @@ def test_ease_side_weight_is_chosen_on_validation_at_the_chosen_lambda(demo):
 
 
 def test_ease_knn_weight_is_chosen_on_validation_and_kept_by_the_refit(demo):
-    """After λ (and the side weight), each item-kNN weight of the grid is EASE at those knobs with
-    the items' cosine folded in, scored by hand the same; 0 is EASE alone; the best is chosen and
-    the scorer's EASE part is that matrix. A refit given the weight uses it without any grid."""
+    """At the chosen λ (and side weight), each item-kNN weight of the grid is EASE with the items'
+    cosine folded in over all the EASE items, scored by hand the same; 0 is EASE alone; the best
+    is chosen and the scorer's EASE part is that matrix, with its coefficient. A refit given the
+    weight uses it without any grid."""
     df, T, nU, nI = demo
     train, _ = random_split(df, 0.75, seed=1)
     inner, val = random_split(train, 0.9, seed=2)
     knobs = dict(ease_lambda_grid=(1.0, 16.0), ease_side_grid=(), ease_knn_grid=(0.0, 0.3, 3.0))
     X = interactions(inner, nU, nI)
-    choice = choose_ease(X, inner, val, nI, ScorerConfig(**knobs))
-    assert {0.0, 0.3, 3.0} <= set(choice.knn_tried) and set(choice.knn_tried) <= {0.0, 0.3, 3.0, 12.0, 48.0, 192.0}
-    for w, ndcg in choice.knn_tried.items():
-        by_hand = fit_ease(inner, nU, nI, lam=choice.lam, knn_weight=w)
-        assert ndcg == pytest.approx(ranking_metrics(by_hand, inner, val, nI)["ndcg_at_10"])
-    assert choice.knn_tried[0.0] == choice.lam_tried[choice.lam]
-    assert choice.knn_tried[choice.knn_weight] == max(choice.knn_tried.values())
-    assert choose_ease(X, inner, val, nI, ScorerConfig(**knobs), knn=False).knn_tried == {}
-
     params, hist = _fit(inner, T, nU, nI, val=val, epochs=1, **knobs)
-    assert hist["ease_knn_weight"] == choice.knn_weight and hist["ease_knn_weight_tried"] == pytest.approx(choice.knn_tried)
-    np.testing.assert_array_equal(params.ease_B, ease_matrix(X, choice.lam, knn_weight=choice.knn_weight)[0])
-    refit, rh = _fit(inner, T, nU, nI, epochs=1, ease_lambda=choice.lam, ease_side_weight=0.0, ease_knn_weight=0.3)
+    lam, tried = hist["ease_lambda"], hist["ease_knn_weight_tried"]
+    assert {0.0, 0.3, 3.0} <= set(tried) and set(tried) <= {0.0, 0.3, 3.0, 12.0, 48.0, 192.0}
+    for w, ndcg in tried.items():
+        by_hand = fit_ease(inner, nU, nI, lam=lam, knn_weight=w)
+        assert ndcg == pytest.approx(ranking_metrics(by_hand, inner, val, nI)["ndcg_at_10"], rel=1e-3)
+    assert tried[0.0] == pytest.approx(hist["ease_lambda_tried"][lam])  # 0: EASE alone over the same items
+    assert tried[hist["ease_knn_weight"]] == max(tried.values())
+    B, active = ease_matrix(X, lam)
+    scale = add_knn(B, item_cosine(X[:, active]), hist["ease_knn_weight"])
+    np.testing.assert_array_equal(params.ease_B, B)
+    assert params.ease_knn_scale == scale
+    refit, rh = _fit(inner, T, nU, nI, epochs=1, ease_lambda=lam, ease_side_weight=0.0, ease_knn_weight=0.3)
     assert rh["ease_knn_weight_tried"] == {} and rh["ease_knn_weight"] == 0.3
-    np.testing.assert_array_equal(refit.ease_B, ease_matrix(X, choice.lam, side=T, side_weight=0.0, knn_weight=0.3)[0])
+    B, active = ease_matrix(X, lam)
+    assert refit.ease_knn_scale == add_knn(B, item_cosine(X[:, active]), 0.3) > 0
+    np.testing.assert_array_equal(refit.ease_B, B)
+    off, oh = _fit(inner, T, nU, nI, val=val, epochs=1, **(knobs | {"ease_knn_grid": ()}))
+    assert oh["ease_knn_weight"] == 0.0 and oh["ease_knn_weight_tried"] == {} and off.ease_knn_scale == 0.0
 
 
 def test_text_decay_is_chosen_on_validation_from_the_same_start(demo):
