@@ -354,12 +354,13 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
         if not cfg.use_ease:
             return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), 0.0
         B, active = ease_matrix(X, ease.lam, cfg.ease_max_items, side=item_text, side_weight=w)
-        if ease_knn_weight is not None or not (choose and cfg.ease_knn_grid and len(active)):
-            knn_chosen.setdefault(w, (cfg.ease_knn_weight if ease_knn_weight is None else ease_knn_weight, {}))
         sim = None
         if w not in knn_chosen:
-            sim = item_cosine(X[:, active])
-            knn_chosen[w] = choose_knn_weight(X, B, sim, active, train, val_eval, n_items, cfg.ease_knn_grid)
+            if ease_knn_weight is None and choose and cfg.ease_knn_grid and len(active):
+                sim = item_cosine(X[:, active])
+                knn_chosen[w] = choose_knn_weight(X, B, sim, active, train, val_eval, n_items, cfg.ease_knn_grid)
+            else:
+                knn_chosen[w] = (cfg.ease_knn_weight if ease_knn_weight is None else ease_knn_weight, {})
         knn_weight = knn_chosen[w][0]
         if not knn_weight:
             return B, active, 0.0
