@@ -78,6 +78,10 @@ class ScorerConfig:
     # ease_knn_weight
     ease_knn_grid: tuple = (0.0, 0.1, 0.3, 1.0, 3.0)
     ease_knn_weight: float = 0.0  # kNN weight when none is chosen on validation
+    # Validation users the kNN weight is judged on (its gains are small: 2,000 users cannot tell
+    # them from noise at 25M); the best weight is kept only when its gain over EASE alone is more
+    # than one standard error of the paired per-user difference, else EASE alone
+    knn_eval_users: int = 20_000
     ease_max_items: int = 20_000  # EASE over at most this many (most popular) items
     recency_weight: float = 0.5  # extra history weight of a user's most recent item (0 = none)
     fit_fraction: float = 0.7  # per-user random parts of D's ratings: this share fits the models,
@@ -323,6 +327,12 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
         if ease_side_weight is not None:
             ease.side_weight = ease_side_weight
     choose = val_eval is not None and cfg.use_ease
+    val_knn = None
+    if choose:  # its own generator: the training's batches do not depend on it
+        vu = np.sort(val[S.COL_USER_IDX].unique())
+        if len(vu) > cfg.knn_eval_users:
+            vu = np.sort(np.random.default_rng(cfg.seed + 1).choice(vu, cfg.knn_eval_users, replace=False))
+        val_knn = val[val[S.COL_USER_IDX].isin(vu)]
     # Side weights the blended scorer judges: plain EASE and the weight EASE alone preferred (the
     # text the neural part already carries can make a side weight that helps EASE alone hurt the blend).
     side_weights = (0.0, ease.side_weight) if choose and ease.side_tried and ease.side_weight else (ease.side_weight,)
@@ -358,7 +368,7 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
         if w not in knn_chosen:
             if ease_knn_weight is None and choose and cfg.ease_knn_grid and len(active):
                 sim = item_cosine(X[:, active])
-                knn_chosen[w] = choose_knn_weight(X, B, sim, active, train, val_eval, n_items, cfg.ease_knn_grid)
+                knn_chosen[w] = choose_knn_weight(X, B, sim, active, train, val_knn, n_items, cfg.ease_knn_grid)
             else:
                 knn_chosen[w] = (cfg.ease_knn_weight if ease_knn_weight is None else ease_knn_weight, {})
         knn_weight = knn_chosen[w][0]
@@ -549,8 +559,10 @@ def choose_knn_weight(X: sp.csr_matrix, B: np.ndarray, sim: np.ndarray, active: 
                       val: pd.DataFrame, n_items: int, grid) -> tuple[float, dict]:
     """The weight w of the items' cosine ``sim`` folded into the EASE matrix ``B`` over the
     ``active`` items (:func:`lmrec.model.baselines.add_knn`) with the best validation NDCG@10 of
-    EASE alone, from ``grid`` (0: ``B`` alone; past the top end x4 a step, like λ's). Scored as
-    X·B + c·X·S, without a third n×n matrix. Returns (w, {w tried: NDCG@10})."""
+    EASE alone, from ``grid`` (0: ``B`` alone; past the top end x4 a step, like λ's), kept only
+    when its gain over ``B`` alone is more than one standard error of the paired per-user
+    difference (else 0: the one-standard-error rule, the simpler model unless validation says
+    otherwise). Scored as X·B + c·X·S, without a third n×n matrix. Returns (w, {w tried: NDCG@10})."""
     from lmrec.model.baselines import sparse_dense
     from lmrec.model.evaluation import ranking_metrics
 
@@ -567,11 +579,23 @@ def choose_knn_weight(X: sp.csr_matrix, B: np.ndarray, sim: np.ndarray, active: 
             out[:, active] = part
             return out
 
-        ndcg = ranking_metrics(score, train, val, n_items, k=10)["ndcg_at_10"]
-        log.info("EASE with item-kNN weight %.3g over all %d EASE items: val NDCG@10 %.4f", w, len(active), ndcg)
-        return ndcg
+        m = ranking_metrics(score, train, val, n_items, k=10, per_user=True)
+        per_user[w] = m["ndcg_per_user"]
+        log.info("EASE with item-kNN weight %.3g over all %d EASE items: val NDCG@10 %.4f", w, len(active),
+                 m["ndcg_at_10"])
+        return m["ndcg_at_10"]
 
+    per_user = {}
     w, tried = _grid_search(grid, trial)
+    if w:
+        if 0.0 not in per_user:
+            tried[0.0] = trial(0.0)
+        diff = (per_user[w] - per_user[0.0]).to_numpy()
+        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else np.inf
+        kept = float(diff.mean()) > se
+        log.info("item-kNN weight %.3g: %+.5f over EASE alone (standard error %.5f, %d validation users): %s", w,
+                 float(diff.mean()), se, len(diff), "kept" if kept else "not kept, EASE alone")
+        w = w if kept else 0.0
     return float(w), {float(c): v for c, v in tried.items()}
 
 
