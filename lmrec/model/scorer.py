@@ -279,6 +279,14 @@ class _Net:
         return ScorerNet()
 
 
+def _users_sample(val: pd.DataFrame, n: int, rng) -> pd.DataFrame:
+    """The rows of ``val`` of at most ``n`` of its users, drawn by ``rng`` when there are more."""
+    users = np.sort(val[S.COL_USER_IDX].unique())
+    if len(users) > n:
+        users = np.sort(rng.choice(users, n, replace=False))
+    return val[val[S.COL_USER_IDX].isin(users)]
+
+
 def _sparse_rows(H: sp.csr_matrix, rows: np.ndarray, device):
     import torch
 
@@ -314,12 +322,7 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
     H, X = histories(train, n_users, n_items, rating_max=rating_max, recency_weight=cfg.recency_weight)
     profile = torch.from_numpy(np.asarray(H @ item_text, dtype=np.float32)).to(device)
     own = torch.from_numpy(user_text.astype(np.float32)).to(device)
-    val_eval = None
-    if val is not None and len(val):
-        vu = np.sort(val[S.COL_USER_IDX].unique())
-        if len(vu) > cfg.eval_users:
-            vu = np.sort(rng.choice(vu, cfg.eval_users, replace=False))
-        val_eval = val[val[S.COL_USER_IDX].isin(vu)]
+    val_eval = _users_sample(val, cfg.eval_users, rng) if val is not None and len(val) else None
     ease = EaseChoice(cfg.ease_lambda if ease_lambda is None else ease_lambda,
                       cfg.ease_side_weight if ease_side_weight is None else ease_side_weight, {}, {})
     if cfg.use_ease and ease_lambda is None and val_eval is not None and cfg.ease_lambda_grid:
@@ -327,12 +330,9 @@ def fit_scorer(train: pd.DataFrame, *, n_users: int, n_items: int, item_text: np
         if ease_side_weight is not None:
             ease.side_weight = ease_side_weight
     choose = val_eval is not None and cfg.use_ease
-    val_knn = None
-    if choose:  # its own generator: the training's batches do not depend on it
-        vu = np.sort(val[S.COL_USER_IDX].unique())
-        if len(vu) > cfg.knn_eval_users:
-            vu = np.sort(np.random.default_rng(cfg.seed + 1).choice(vu, cfg.knn_eval_users, replace=False))
-        val_knn = val[val[S.COL_USER_IDX].isin(vu)]
+    # The kNN weight's users: their own generator, so the training's batches do not depend on them.
+    val_knn = (_users_sample(val, cfg.knn_eval_users, np.random.default_rng(cfg.seed + 1))
+               if choose and ease_knn_weight is None and cfg.ease_knn_grid else None)
     # Side weights the blended scorer judges: plain EASE and the weight EASE alone preferred (the
     # text the neural part already carries can make a side weight that helps EASE alone hurt the blend).
     side_weights = (0.0, ease.side_weight) if choose and ease.side_tried and ease.side_weight else (ease.side_weight,)
