@@ -34,7 +34,7 @@ def run(run_date: dt.date, *, cfg: Settings, spark, source: str | None = None) -
                 continue
             raise SourceError(f"source file {source.rstrip('/')}/{stem}.csv (or .parquet) not found")
         path, fmt = found
-        frame = read_source(spark, path, fmt, stem)  # cached
+        frame = read_source(spark, path, fmt, stem)
         raw[stem] = (path, frame)
     try:
         return _validate_and_write(spark, cfg, run_date, raw)
@@ -50,18 +50,23 @@ def _validate_and_write(spark, cfg: Settings, run_date: dt.date, raw: dict) -> l
     results = build_ingest(raw, cfg=cfg)
 
     counts = []
-    for stem, (accepted, rejected) in results.items():
+    for stem, (_, _, validated) in results.items():
         path, frame = raw[stem]
         rows_in = frame.count()
-        n_acc = accepted.count()
-        by_reason = {r[S.COL_REASON]: r["count"] for r in rejected.groupBy(S.COL_REASON).count().collect()}
+        # Accepted and rejected counted in one pass over the validated rows (reason null = accepted).
+        by_reason = {r[S.COL_REASON]: r["count"] for r in validated.groupBy(S.COL_REASON).count().collect()}
+        n_acc = by_reason.pop(None, 0)
         c = FileCounts(path, rows_in, n_acc, by_reason)
         if not c.reconciles:
             raise RuntimeError(f"{path}: counts do not reconcile: {rows_in} in, {n_acc} accepted, {c.rejected_total} rejected")
         log.info("ingest %s: %d rows in = %d accepted + %d rejected %s", path, rows_in, n_acc, c.rejected_total, by_reason or "")
         counts.append(c)
 
-    quarantine = reduce(lambda a, b: a.unionByName(b), [rej for _, rej in results.values()])
+    # Only the files with rejections are validated again for the quarantine (another pass over
+    # each); with none, D's quarantine partition is replaced by an empty one.
+    rejected = [rej for c, (_, rej, _) in zip(counts, results.values()) if c.rejected_total]
+    quarantine = (reduce(lambda a, b: a.unionByName(b), rejected) if rejected
+                  else next(iter(results.values()))[1].limit(0))
     write_partition(quarantine, cfg, S.QUARANTINE, run_date)
     bad = [c for c in counts if c.rows_in and c.rejected_total / c.rows_in > cfg.reject_threshold]
     if bad:
@@ -69,7 +74,7 @@ def _validate_and_write(spark, cfg: Settings, run_date: dt.date, raw: dict) -> l
         raise RejectionRateError(
             f"rejection rate above LMREC_REJECT_THRESHOLD={cfg.reject_threshold:.2%}: {detail}. "
             f"Rejected rows are in the {S.QUARANTINE} table (run_date={run_date}); nothing else was published.")
-    for stem, (accepted, _) in results.items():
+    for stem, (accepted, _, _) in results.items():
         write_partition(accepted, cfg, BRONZE_TABLE[stem], run_date)
     if "user_text" not in results:
         # No user text this night: an empty partition, so later jobs see "none" rather than stale data.

@@ -38,7 +38,8 @@ def wrote_by(text, run_date: dt.date):
 def known_ids(spark, cfg, run_date: dt.date, ratings=None):
     """(users, items) D knows, one column each (``user_id`` / ``item_id``, not distinct): users with
     ratings or text by the end of D, items in D's catalogue or rated by D. ``ratings``: D's rating
-    matrix (read from ``rating_matrix`` when not given). ``rating_matrix`` gives exactly these ids a
+    matrix (read from ``rating_matrix`` when not given), or any frame with D's rated pairs (D's raw
+    ratings as of D: the same ids). ``rating_matrix`` gives exactly these ids a
     stable index, and train, gate and score read the index restricted to them, so what a date sees
     never depends on which later dates ran first."""
     from lmrec.core.io import read_table

@@ -186,3 +186,39 @@ def test_delta_race_errors_are_retried():
     assert retry_on_conflict(commit, what="t", retries=3) == "ok" and len(calls) == 3
     with pytest.raises(ValueError):
         retry_on_conflict(lambda: (_ for _ in ()).throw(ValueError("not a conflict")), what="t")
+
+
+def test_duplicates_first_in_file_wins_across_partitions(spark, tmp_path):
+    """Exact duplicates found by the hash pre-pass are the same as by record: the first in the
+    file is kept wherever the copies fall (several scan partitions here), nulls are equal to
+    nulls but not to "", and a clean rerun of the date empties its quarantine partition."""
+    import pandas as pd
+
+    src = tmp_path / "dup"
+    src.mkdir()
+    pd.DataFrame({"item_id": ["a", "b"], "title": ["A", "B"]}).to_parquet(src / "items.parquet")
+    rows = [("u1", "a", 4.0), ("u2", "a", 3.0), ("u1", "b", 2.0), ("u3", "a", 1.0), ("u2", "b", 5.0),
+            ("u1", "a", 4.0), ("u4", "a", 1.0), ("u4", "b", 1.0), ("u5", "a", 2.0), ("u1", "a", 4.0)]
+    ratings = pd.DataFrame(rows, columns=["user_id", "item_id", "rating"]).assign(timestamp=1719532800)
+    ratings.to_parquet(src / "ratings.parquet", row_group_size=2)
+    text = pd.DataFrame({"user_id": ["u1", "u1", "u1", "u2"], "item_id": [None, None, "", None],
+                         "text": ["t", "t", "t", "t"], "timestamp": [1719532800] * 4})
+    text.to_parquet(src / "user_text.parquet", row_group_size=1)
+    cfg = make_cfg(tmp_path / "h", LMREC_REJECT_THRESHOLD=1)
+    old = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "512")  # several scan partitions per file
+    try:
+        assert spark.read.parquet(str(src / "ratings.parquet")).rdd.getNumPartitions() > 1
+        counts = {c.source_file.rsplit("/", 1)[1]: c for c in run(D1, cfg=cfg, spark=spark, source=str(src))}
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", old)
+    assert counts["ratings.parquet"].rejected == {S.REASON_DUPLICATE: 2}
+    assert counts["user_text.parquet"].rejected == {S.REASON_DUPLICATE: 1}  # null == null, null != ""
+    q = read_table(spark, cfg, S.QUARANTINE, D1).collect()
+    assert sorted((x[S.COL_SOURCE_FILE].rsplit("/", 1)[1], x[S.COL_LINE]) for x in q) == [
+        ("ratings.parquet", 6), ("ratings.parquet", 10), ("user_text.parquet", 2)]
+    ratings.drop_duplicates().to_parquet(src / "ratings.parquet")
+    text.drop_duplicates().to_parquet(src / "user_text.parquet")
+    run(D1, cfg=cfg, spark=spark, source=str(src))
+    assert read_table(spark, cfg, S.QUARANTINE, D1).count() == 0
+    assert read_table(spark, cfg, S.RATINGS_RAW, D1).count() == 8
