@@ -37,7 +37,9 @@ def check_recommendations(recs, seen, active, *, top_k: int) -> dict[str, int]:
     same_user = ordered[S.COL_USER].to_numpy()[1:] == ordered[S.COL_USER].to_numpy()[:-1]
     rises = same_user & (np.diff(ordered[S.COL_SCORE].to_numpy()) > 0)
     keys = pa.Table.from_pandas(recs[[S.COL_USER, S.COL_ITEM]], preserve_index=False)
-    seen_hits = keys.join(seen.select([S.COL_USER, S.COL_ITEM]), [S.COL_USER, S.COL_ITEM], join_type="left semi")
+    # The seen pairs that were recommended: Arrow builds its hash table on the right side, so on
+    # the recommendations (1.6M at 25M ratings: 1 s) rather than on everything rated (12 s).
+    seen_hits = seen.select([S.COL_USER, S.COL_ITEM]).join(keys, [S.COL_USER, S.COL_ITEM], join_type="left semi")
     return {
         "ranks_not_contiguous": int(((per_user.lo != 1) | (per_user.hi != per_user.n) | (per_user.ranks != per_user.n)).sum()),
         "duplicate_items": int((per_user["items"] != per_user.n).sum()),
