@@ -184,10 +184,12 @@ class ScorerParams:
         """(θ ⊙ U (n, d), rating bias b_u (n,)) for users by index, history weights (n, n_items)
         over the same item index as ``item_text`` (n_items, d_t), and own text (n, d_t)."""
         user_idx = np.asarray(user_idx)
-        n_fit = len(self.Y_hist)
-        Hf = H[:, :n_fit] if H.shape[1] >= n_fit else sp.hstack([H, sp.csr_matrix((H.shape[0], n_fit - H.shape[1]))]).tocsr()
-        profile = np.asarray(H @ item_text)
-        U = user_text @ self.W_user + profile @ self.W_hist + np.asarray(Hf @ self.Y_hist)
+        # H·(text·W_hist) + H·Y_hist as one product H·M with M = text·W_hist + Y_hist (zero past the
+        # items the model was fit on): d columns instead of the text's 384 (25M ratings: 6.5 -> 1 s).
+        M = np.asarray(item_text @ self.W_hist, dtype=np.float32)
+        k = min(len(M), len(self.Y_hist))
+        M[:k] += self.Y_hist[:k]
+        U = user_text @ self.W_user + np.asarray(H @ M)
         known = user_idx < len(self.P_user)
         U[known] += self.P_user[user_idx[known]]
         bu = np.zeros(len(user_idx), dtype=np.float32)
