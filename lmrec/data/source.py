@@ -153,16 +153,16 @@ def _mark_duplicates(df, key_cols, *, broadcast_max: int = 500_000):
     from pyspark.sql import functions as F
 
     digest = F.xxhash64(*[F.coalesce(F.col(c), F.lit("\u0000null")) for c in key_cols])  # nulls hash apart from ""
-    seen_twice = df.groupBy(digest.alias("_h")).count().where(F.col("count") > 1).select("_h").cache()
-    if seen_twice.count() <= broadcast_max:
-        seen_twice = F.broadcast(seen_twice)
+    def small(frame):  # computed once (cached); broadcast to the joins when small enough
+        frame = frame.cache()
+        return F.broadcast(frame) if frame.count() <= broadcast_max else frame
+
+    seen_twice = small(df.groupBy(digest.alias("_h")).count().where(F.col("count") > 1).select("_h"))
     candidates = df.join(seen_twice, digest == F.col("_h"), "left_semi")
     keys = [f"_dup{i}" for i in range(len(key_cols))]
-    repeated = (candidates.groupBy(*[F.col(c).alias(k) for c, k in zip(key_cols, keys)])
-                .agg(F.min(ORDER).alias("_first"), F.count(F.lit(1)).alias("_n"))
-                .where(F.col("_n") > 1).drop("_n").cache())
-    if repeated.count() <= broadcast_max:
-        repeated = F.broadcast(repeated)
+    repeated = small(candidates.groupBy(*[F.col(c).alias(k) for c, k in zip(key_cols, keys)])
+                     .agg(F.min(ORDER).alias("_first"), F.count(F.lit(1)).alias("_n"))
+                     .where(F.col("_n") > 1).drop("_n"))
     same = reduce(lambda a, b: a & b, [F.col(c).eqNullSafe(F.col(k)) for c, k in zip(key_cols, keys)])
     marked = df.join(repeated, same, "left")
     later = F.col(S.COL_REASON).isNull() & F.col("_first").isNotNull() & (F.col(ORDER) != F.col("_first"))
