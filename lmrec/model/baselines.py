@@ -91,13 +91,19 @@ def fit_item_knn(train, n_users, n_items, *, max_items: int = 20_000, k: int | N
     return score
 
 
+def knn_scale(B: np.ndarray, sim: np.ndarray, weight: float = 1.0) -> float:
+    """c = weight · ‖B‖/‖sim‖ (Frobenius norms): the coefficient of an item-kNN similarity folded
+    into an EASE matrix with a weight relative to their sizes (:func:`add_knn`)."""
+    return float(weight) * float(np.linalg.norm(B)) / max(float(np.linalg.norm(sim)), 1e-30)
+
+
 def add_knn(B: np.ndarray, sim: np.ndarray, weight: float) -> float:
-    """``B`` += c · ``sim`` with c = weight · ‖B‖/‖sim‖ (Frobenius norms), in place; returns c. An
-    item-kNN similarity folded into an EASE matrix with a weight relative to their sizes, so one
-    grid of weights fits every catalogue; X·B then scores EASE plus item-kNN in one product."""
+    """``B`` += c · ``sim`` with c = :func:`knn_scale`, in place; returns c. An item-kNN similarity
+    folded into an EASE matrix with a weight relative to their sizes, so one grid of weights fits
+    every catalogue; X·B then scores EASE plus item-kNN in one product."""
     if not weight:
         return 0.0
-    c = float(weight) * float(np.linalg.norm(B)) / max(float(np.linalg.norm(sim)), 1e-30)
+    c = knn_scale(B, sim, weight)
     sim *= np.float32(c)  # in place: no third n x n matrix
     B += sim
     return c

@@ -565,11 +565,11 @@ def choose_knn_weight(X: sp.csr_matrix, B: np.ndarray, sim: np.ndarray, active: 
     when its gain over ``B`` alone is more than one standard error of the paired per-user
     difference (else 0: the one-standard-error rule, the simpler model unless validation says
     otherwise). Scored as X·B + c·X·S, without a third n×n matrix. Returns (w, {w tried: NDCG@10})."""
-    from lmrec.model.baselines import sparse_dense
+    from lmrec.model.baselines import knn_scale, sparse_dense
     from lmrec.model.evaluation import ranking_metrics
 
     Xa = X[:, active].tocsr().astype(np.float32, copy=False)
-    ratio = float(np.linalg.norm(B)) / max(float(np.linalg.norm(sim)), 1e-30)
+    ratio = knn_scale(B, sim)  # add_knn's c for a weight of 1
 
     def trial(w: float) -> float:
         def score(users):
