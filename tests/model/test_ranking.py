@@ -194,24 +194,33 @@ def test_popularity_fallback_skips_rated_items():
     assert list(out[out[S.COL_USER] == "c"][S.COL_RANK]) == [1, 2]
 
 
-def test_ease_product_in_row_slices_on_threads_equals_one_product():
-    """The EASE part's sparse x dense product split into row slices on a thread pool gives the
-    very numbers of one SciPy product (and the dense product's, within float32 rounding)."""
+def test_ease_product_equals_scipys_product():
+    """The EASE part's sparse x dense product (torch's embedding_bag on every thread): with 0/1
+    values (interactions) the very numbers of one SciPy product; with other weights, SciPy's within
+    float32 rounding; rows without entries are zero; mismatched shapes are refused."""
     import scipy.sparse as sp
     import torch
 
     from lmrec.model.baselines import sparse_dense
 
     rng = np.random.default_rng(7)
-    X = sp.random(37, 50, density=0.2, format="csr", random_state=3, dtype=np.float32)
+    X = sp.random(37, 50, density=0.2, format="lil", random_state=3, dtype=np.float32)
+    X[5] = 0.0
+    X = X.tocsr()
+    X.eliminate_zeros()
+    binary = X.copy()
+    binary.data[:] = 1.0
     dense = rng.standard_normal((50, 23)).astype(np.float32)
-    one = np.asarray(X @ dense)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        split = sparse_dense(X, dense)
+        ones, weighted = sparse_dense(binary, dense), sparse_dense(X, dense)
     finally:
         torch.set_num_threads(before)
-    assert split.dtype == np.float32 and split.shape == (37, 23)
-    assert np.array_equal(split, one)
-    np.testing.assert_allclose(split, X.toarray() @ dense, rtol=1e-5, atol=1e-5)
+    assert ones.dtype == np.float32 and ones.shape == (37, 23)
+    assert np.array_equal(ones, np.asarray(binary @ dense))
+    assert not ones[5].any()
+    np.testing.assert_allclose(weighted, np.asarray(X @ dense), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(weighted, X.toarray() @ dense, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="50 columns"):
+        sparse_dense(X, dense[:40])
