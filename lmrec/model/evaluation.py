@@ -163,8 +163,11 @@ def intra_list_diversity(top, item_vectors):
 
 def top_k_from_scores(scores: np.ndarray, k: int, exclude=None) -> np.ndarray:
     """Top-k item indices per row, best first, ties by lower item index; ``exclude`` (scipy
-    sparse, same shape) marks items to drop."""
-    s = np.array(scores, dtype=np.float64, copy=True)
+    sparse, same shape) marks items to drop. Ranks in the scores' own precision (float32 scores
+    stay float32: widening them changes no order and cost 7x: 512 users x 62,000 items ranked in
+    0.55 s from float64, 0.07 s from float32, on 2 cores)."""
+    scores = np.asarray(scores)
+    s = np.array(scores, dtype=np.result_type(scores.dtype, np.float32), copy=True)
     if exclude is not None:
         rows, cols = exclude.nonzero()
         s[rows, cols] = -np.inf
@@ -190,9 +193,9 @@ def ranking_metrics(score_fn, train: pd.DataFrame, test: pd.DataFrame, n_items: 
         u = users[s:s + batch]
         scores = score_fn(u)
         if candidates is not None:
-            mask = np.full(n_items, -np.inf)
+            mask = np.full(n_items, -np.inf, dtype=np.float32)
             mask[candidates] = 0.0
-            scores = scores + mask
+            scores = scores + mask  # float32 scores stay float32
         tops.append(top_k_from_scores(scores, kmax, seen[u]))
     top = np.vstack(tops)
     relevant = [rel_by_user[u] for u in users]

@@ -120,3 +120,21 @@ def test_three_way_split_depends_on_the_whole_seed():
     df = pd.DataFrame({S.COL_USER_IDX: np.repeat(np.arange(20), 10), S.COL_ITEM_IDX: np.tile(np.arange(10), 20)})
     tests = {seed: set(E.three_way_split(df, 0.7, 0.1, seed=seed)[2].index) for seed in (42, 43, 52)}
     assert len({frozenset(t) for t in tests.values()}) == 3
+
+
+def test_top_k_in_float32_equals_float64_with_ties_and_exclusions():
+    """Ranking float32 scores in float32 (no widening copy) gives the lists float64 gives: ties by
+    lower item index, excluded items never returned, read-only (broadcast) scores accepted."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(11)
+    scores = rng.integers(0, 6, size=(40, 300)).astype(np.float32)  # many ties, across the cut too
+    scores[:, 50:60] = rng.standard_normal((40, 10)).astype(np.float32)
+    ex = sp.random(40, 300, density=0.1, format="csr", random_state=5)
+    got = E.top_k_from_scores(scores, 10, ex)
+    want = E.top_k_from_scores(scores.astype(np.float64), 10, ex)
+    assert np.array_equal(got, want)
+    rows, cols = ex.nonzero()
+    assert not np.isin(cols[rows == 0], got[0]).any()
+    pop = np.broadcast_to(scores[0], (5, 300))  # what popularity's score function returns
+    assert np.array_equal(E.top_k_from_scores(pop, 10), E.top_k_from_scores(np.array(pop, np.float64), 10))
