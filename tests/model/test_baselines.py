@@ -16,9 +16,19 @@ def _train(seed=0, n_users=60, n_items=25, n=400):
 
 
 def test_gram_blockwise_equals_dense_product():
+    """Blocks of columns on two threads: the dense product's values, and one block's bits."""
+    import torch
+
     X = sp.random(50, 37, density=0.2, format="csr", random_state=1, dtype=np.float32)
     dense = X.toarray().astype(np.float64)
-    np.testing.assert_allclose(B.gram(X, np.float64, block=8), dense.T @ dense, rtol=1e-6)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        blocks = B.gram(X, np.float64, block=8)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(blocks, dense.T @ dense, rtol=1e-6)
+    assert np.array_equal(blocks, B.gram(X, np.float64, block=64))
 
 
 def test_spd_inverse_is_the_inverse_and_refuses_a_non_spd_matrix():
