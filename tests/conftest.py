@@ -49,6 +49,18 @@ def spark(tmp_path_factory):
 
 
 @pytest.fixture
+def two_threads():
+    """torch on two threads for one test (what the thread pools and kernels under test split their
+    work by), the count before restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def cfg(tmp_path):
     return make_cfg(tmp_path)
 

@@ -15,18 +15,11 @@ def _train(seed=0, n_users=60, n_items=25, n=400):
     return df.drop_duplicates().reset_index(drop=True), n_users, n_items
 
 
-def test_gram_blockwise_equals_dense_product():
+def test_gram_blockwise_equals_dense_product(two_threads):
     """Blocks of columns on two threads: the dense product's values, and one block's bits."""
-    import torch
-
     X = sp.random(50, 37, density=0.2, format="csr", random_state=1, dtype=np.float32)
     dense = X.toarray().astype(np.float64)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        blocks = B.gram(X, np.float64, block=8)
-    finally:
-        torch.set_num_threads(before)
+    blocks = B.gram(X, np.float64, block=8)
     np.testing.assert_allclose(blocks, dense.T @ dense, rtol=1e-6)
     assert np.array_equal(blocks, B.gram(X, np.float64, block=64))
 

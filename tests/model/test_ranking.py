@@ -194,12 +194,11 @@ def test_popularity_fallback_skips_rated_items():
     assert list(out[out[S.COL_USER] == "c"][S.COL_RANK]) == [1, 2]
 
 
-def test_ease_product_equals_scipys_product():
+def test_ease_product_equals_scipys_product(two_threads):
     """The EASE part's sparse x dense product (torch's embedding_bag on every thread): with 0/1
     values (interactions) the very numbers of one SciPy product; with other weights, SciPy's within
     float32 rounding; rows without entries are zero; mismatched shapes are refused."""
     import scipy.sparse as sp
-    import torch
 
     from lmrec.model.baselines import sparse_dense
 
@@ -211,12 +210,7 @@ def test_ease_product_equals_scipys_product():
     binary = X.copy()
     binary.data[:] = 1.0
     dense = rng.standard_normal((50, 23)).astype(np.float32)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        ones, weighted = sparse_dense(binary, dense), sparse_dense(X, dense)
-    finally:
-        torch.set_num_threads(before)
+    ones, weighted = sparse_dense(binary, dense), sparse_dense(X, dense)
     assert ones.dtype == np.float32 and ones.shape == (37, 23)
     assert np.array_equal(ones, np.asarray(binary @ dense))
     assert not ones[5].any()
